@@ -1,0 +1,5 @@
+"""Command-line interface (placeholder, filled below)."""
+
+import typer
+
+app = typer.Typer()

@@ -1,0 +1,1 @@
+"""Reading datasets: sources, safe decoding, audit and splits."""

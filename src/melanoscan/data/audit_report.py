@@ -1,0 +1,200 @@
+"""Rendering an :class:`AuditReport`: terminal summary, plots and a self-contained HTML page."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from melanoscan import taxonomy
+from melanoscan.data.audit import AuditReport, ImageGroup
+from melanoscan.data.images import ImageDecodeError, load_rgb
+
+SAMPLES_PER_CLASS = 6
+LISTED_GROUPS = 10
+
+
+def print_summary(report: AuditReport, console: Console) -> None:
+    """A readable terminal summary: counts table, balance, and each finding with examples."""
+    splits = [s for s in report.counts if s != "all"]
+    table = Table(title=f"Images per class ({report.total_images} images)")
+    table.add_column("class")
+    for split in [*splits, "all"]:
+        table.add_column(split, justify="right")
+    for name in taxonomy.CLASSES:
+        table.add_row(name, *(str(report.counts[s][name]) for s in [*splits, "all"]))
+    console.print(table)
+    balance = report.class_balance
+    if balance["least"]:
+        least, most = balance["least"], balance["most"]
+        console.print(
+            f"Least represented: [bold]{least['class']}[/] ({least['count']}); "
+            f"most: [bold]{most['class']}[/] ({most['count']}); "
+            f"imbalance ratio {balance['imbalance_ratio']}"
+        )
+    if balance["missing_classes"]:
+        console.print(f"[yellow]Classes with no image:[/] {', '.join(balance['missing_classes'])}")
+    _print_groups(console, "Exact duplicates (same decoded pixels)", report.exact_duplicates)
+    _print_groups(
+        console,
+        f"Near duplicates (pHash distance <= {report.near_duplicate_max_distance})",
+        report.near_duplicates,
+    )
+    _print_groups(console, "Images shared between splits", report.cross_split)
+    _print_groups(
+        console, "Label conflicts (same image, different classes)", report.label_conflicts
+    )
+    if report.skipped:
+        console.print(f"[red]Skipped files: {len(report.skipped)}[/]")
+        for item in report.skipped[:LISTED_GROUPS]:
+            console.print(f"  {item['path']}: {item['reason']}")
+        _more(console, len(report.skipped))
+    else:
+        console.print("Skipped files: 0")
+    stats = report.image_stats
+    console.print(
+        f"Image sizes: {stats['distinct_sizes']} distinct, most common "
+        f"{', '.join(f'{k} ({v})' for k, v in list(stats['most_common_sizes'].items())[:3])}; "
+        f"modes {stats['modes']}; formats {stats['formats']}"
+    )
+
+
+def _print_groups(console: Console, title: str, groups: list[ImageGroup]) -> None:
+    images = sum(len(g.entries) for g in groups)
+    style = "yellow" if groups else "green"
+    console.print(f"[{style}]{title}: {len(groups)} groups, {images} images[/]")
+    for group in groups[:LISTED_GROUPS]:
+        entries = "; ".join(
+            f"{Path(e['path']).name} [{e['split']}/{e['label']}]" for e in group.entries
+        )
+        console.print(f"  {entries}", highlight=False)
+    _more(console, len(groups))
+
+
+def _more(console: Console, total: int) -> None:
+    if total > LISTED_GROUPS:
+        console.print(f"  ... and {total - LISTED_GROUPS} more (see --json or --out)")
+
+
+def write_report(report: AuditReport, manifest_table: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """Write ``report.json``, the plots and ``report.html`` into ``out_dir``; return the files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [
+        _write_json(report, out_dir / "report.json"),
+        plot_class_distribution(report, out_dir / "class_distribution.png"),
+        plot_samples(manifest_table, out_dir / "samples.png"),
+    ]
+    files.append(_write_html(report, out_dir / "report.html"))
+    return files
+
+
+def _write_json(report: AuditReport, path: Path) -> Path:
+    path.write_text(json.dumps(report.to_dict(), indent=2))
+    return path
+
+
+def plot_class_distribution(report: AuditReport, path: Path) -> Path:
+    """Horizontal bar chart of images per class, one bar segment per split."""
+    splits = [s for s in report.counts if s != "all"]
+    frame = pd.DataFrame({s: report.counts[s] for s in splits}).reindex(list(taxonomy.CLASSES))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    frame.rename(index=taxonomy.DISPLAY_NAMES).iloc[::-1].plot.barh(stacked=True, ax=ax)
+    ax.set_xlabel("images")
+    ax.set_title("Class distribution")
+    for index, total in enumerate(frame.sum(axis=1).iloc[::-1]):
+        ax.text(total, index, f" {int(total)}", va="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_samples(table: pd.DataFrame, path: Path, per_class: int = SAMPLES_PER_CLASS) -> Path:
+    """A grid with a few random images of every class (one row per class)."""
+    fig, axes = plt.subplots(
+        len(taxonomy.CLASSES), per_class, figsize=(per_class * 1.3, len(taxonomy.CLASSES) * 1.35)
+    )
+    for row, name in enumerate(taxonomy.CLASSES):
+        rows = table[table["label"] == name]
+        chosen = rows.sample(min(per_class, len(rows)), random_state=0)["path"].tolist()
+        for col in range(per_class):
+            ax = axes[row, col]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if col < len(chosen):
+                try:
+                    image = load_rgb(chosen[col])
+                    image.thumbnail((128, 128), Image.Resampling.BILINEAR)
+                    ax.imshow(image)
+                except ImageDecodeError:
+                    pass
+        axes[row, 0].set_ylabel(taxonomy.DISPLAY_NAMES[name], rotation=0, ha="right", fontsize=8)
+    fig.suptitle("Samples per class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _write_html(report: AuditReport, path: Path) -> Path:
+    def esc(value: object) -> str:
+        return html.escape(str(value))
+
+    splits = [s for s in report.counts if s != "all"]
+    head = "".join(f"<th>{esc(s)}</th>" for s in [*splits, "all"])
+    body = "".join(
+        f"<tr><td>{esc(name)}</td>"
+        + "".join(f"<td>{report.counts[s][name]}</td>" for s in [*splits, "all"])
+        + "</tr>"
+        for name in taxonomy.CLASSES
+    )
+
+    def groups(title: str, items: list[ImageGroup]) -> str:
+        rows = "".join(
+            "<tr><td>"
+            + "<br>".join(
+                f"{esc(e['path'])} <em>[{esc(e['split'])} / {esc(e['label'])}]</em>"
+                for e in g.entries
+            )
+            + f"</td><td>{esc(', '.join(g.by))}</td></tr>"
+            for g in items
+        )
+        return f"<h2>{esc(title)}: {len(items)} groups</h2>" + (
+            f"<table><tr><th>images</th><th>linked by</th></tr>{rows}</table>" if items else ""
+        )
+
+    skipped = "".join(
+        f"<tr><td>{esc(s['path'])}</td><td>{esc(s['reason'])}</td></tr>" for s in report.skipped
+    )
+    balance = report.class_balance
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>melanoscan audit</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;
+font-size:13px;text-align:left}}img{{max-width:100%}}</style></head><body>
+<h1>Dataset audit</h1><p>Sources: {esc(", ".join(report.sources))}</p>
+<p>{report.total_images} images, {len(report.skipped)} skipped.
+Imbalance ratio {esc(balance["imbalance_ratio"])} (least: {esc(balance["least"])},
+most: {esc(balance["most"])}).</p>
+<table><tr><th>class</th>{head}</tr>{body}</table>
+<img src="class_distribution.png" alt="class distribution"><img src="samples.png" alt="samples">
+{groups("Exact duplicates", report.exact_duplicates)}
+{groups(f"Near duplicates (pHash <= {report.near_duplicate_max_distance})", report.near_duplicates)}
+{groups("Images shared between splits", report.cross_split)}
+{groups("Label conflicts", report.label_conflicts)}
+<h2>Skipped files: {len(report.skipped)}</h2>
+{f"<table><tr><th>path</th><th>reason</th></tr>{skipped}</table>" if skipped else ""}
+<h2>Image statistics</h2><pre>{esc(json.dumps(report.image_stats, indent=2))}</pre>
+</body></html>"""
+    path.write_text(page)
+    return path

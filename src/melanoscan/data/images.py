@@ -1,0 +1,148 @@
+"""Safe image decoding: every supported file becomes an 8-bit RGB image, or a reasoned error.
+
+All paths that read pixels (audit, training, evaluation, prediction, serving) go through
+:func:`load_rgb`, so a file is either usable everywhere or rejected everywhere with the same
+reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "BMP", "TIFF", "MPO"})
+
+MAX_PIXELS = 64_000_000
+"""Images above this many pixels are refused as likely decompression bombs (8000x8000)."""
+
+
+class ImageDecodeError(Exception):
+    """An image that cannot be used, with a short human-readable reason."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image normalised to RGB, with what was known about the file before normalising.
+
+    Args:
+        image: the 8-bit RGB image, EXIF orientation applied.
+        source_mode: the PIL mode of the file (e.g. ``"L"``, ``"RGBA"``, ``"CMYK"``, ``"I;16"``).
+        source_format: the container format PIL detected (e.g. ``"JPEG"``).
+    """
+
+    image: Image.Image
+    source_mode: str
+    source_format: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+
+def is_image_file(path: Path) -> bool:
+    """True if the file name has one of the supported image suffixes (case-insensitive)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def decode(data: bytes | Path | str, *, name: str | None = None) -> DecodedImage:
+    """Decode a file or bytes into an 8-bit RGB image.
+
+    Greyscale, palette, RGBA (composited on black), CMYK and 16-bit images are converted;
+    EXIF rotation is applied. Raises :class:`ImageDecodeError` for empty, truncated, unknown,
+    unsupported or oversized input.
+    """
+    label = name or (str(data) if not isinstance(data, bytes) else "<bytes>")
+    if isinstance(data, bytes):
+        if not data:
+            raise ImageDecodeError(label, "empty file (0 bytes)")
+        stream: io.BytesIO | Path = io.BytesIO(data)
+    else:
+        stream = Path(data)
+        try:
+            if stream.stat().st_size == 0:
+                raise ImageDecodeError(label, "empty file (0 bytes)")
+        except FileNotFoundError:
+            raise ImageDecodeError(label, "file not found") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(stream) as opened:
+                source_format = opened.format or "unknown"
+                if source_format not in SUPPORTED_FORMATS:
+                    raise ImageDecodeError(label, f"unsupported image format {source_format}")
+                width, height = opened.size
+                if width * height > MAX_PIXELS:
+                    raise ImageDecodeError(
+                        label,
+                        f"image too large ({width}x{height} = {width * height:,} pixels, "
+                        f"limit {MAX_PIXELS:,}): possible decompression bomb",
+                    )
+                source_mode = opened.mode
+                opened.load()
+                image = _to_rgb(ImageOps.exif_transpose(opened))
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(label, f"possible decompression bomb ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageDecodeError(label, "not an image (unrecognised content)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc) or type(exc).__name__
+        if "truncated" in reason.lower():
+            reason = f"truncated image ({reason})"
+        raise ImageDecodeError(label, f"cannot decode: {reason}") from None
+    return DecodedImage(image=image, source_mode=source_mode, source_format=source_format)
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Decode a file into an 8-bit RGB PIL image (see :func:`decode`)."""
+    return decode(path).image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image.copy()
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _high_bit_depth_to_rgb(image)
+    if mode == "P":
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _high_bit_depth_to_rgb(image: Image.Image) -> Image.Image:
+    """Scale a 16/32-bit or float single-channel image to 8 bits by its nominal range."""
+    array = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16"):
+        top = 65535.0
+    elif image.mode == "F":
+        top = max(float(array.max(initial=0.0)), 1.0) if array.max(initial=0.0) > 1.0 else 1.0
+    else:
+        top = 65535.0 if array.max(initial=0) <= 65535 else float(array.max())
+    scaled = np.clip(np.rint(array / top * 255.0), 0, 255).astype(np.uint8)
+    return Image.fromarray(scaled).convert("RGB")
+
+
+def pixel_hash(image: Image.Image) -> str:
+    """SHA-256 of the decoded RGB pixels and size: equal for re-encoded or renamed copies."""
+    digest = hashlib.sha256()
+    digest.update(f"{image.width}x{image.height}:".encode())
+    digest.update(np.ascontiguousarray(np.asarray(image.convert("RGB"))).tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,180 @@
+"""Leak-free splits: stratified train/validation and k-fold splits that keep groups together.
+
+A *leakage group* is the set of images that must never be on two sides of a split: images of
+the same lesion (``group_id``), exact copies (same decoded pixels), the same ISIC id, and, by
+default, near duplicates (pHash). Before splitting, the :class:`CleaningPolicy` decides what is
+excluded from training, and every exclusion is returned with its reason.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from melanoscan import taxonomy
+from melanoscan.data.duplicates import (
+    NEAR_DUPLICATE_MAX_DISTANCE,
+    connected_components,
+    near_duplicate_pairs,
+    pairs_sharing,
+)
+
+EXCLUDED_CONFLICT = "label conflict: the same image is filed under incompatible classes"
+EXCLUDED_EVAL_OVERLAP = "shares its image or lesion with an evaluation image"
+
+
+@dataclass(frozen=True)
+class CleaningPolicy:
+    """What is kept out of training, explicitly.
+
+    Args:
+        exclude_label_conflicts: drop images whose copies carry incompatible labels.
+        exclude_eval_overlap: drop training candidates that share content, ISIC id, lesion or
+            (if ``group_near_duplicates``) a near duplicate with an evaluation image.
+        eval_splits: source splits that are held out for evaluation and never trained on.
+        group_near_duplicates: treat near duplicates as the same image when grouping.
+        near_max_distance: pHash distance for near duplicates.
+    """
+
+    exclude_label_conflicts: bool = True
+    exclude_eval_overlap: bool = True
+    eval_splits: tuple[str, ...] = ("test",)
+    group_near_duplicates: bool = True
+    near_max_distance: int = NEAR_DUPLICATE_MAX_DISTANCE
+
+
+@dataclass
+class SplitResult:
+    """A manifest table with an assigned ``split`` (train / val / the eval splits) or ``fold``.
+
+    Args:
+        table: every kept image; ``split`` is ``"train"``, ``"val"`` or an eval split, and for
+            k-fold splits ``fold`` is 0..k-1 for training candidates (-1 for eval images).
+            ``leak_group`` identifies the leakage group.
+        excluded: the images kept out of training, with a ``reason`` column.
+        policy: the policy that was applied.
+    """
+
+    table: pd.DataFrame
+    excluded: pd.DataFrame
+    policy: CleaningPolicy
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "policy": asdict(self.policy),
+            "counts": {
+                str(split): {str(k): int(v) for k, v in rows["label"].value_counts().items()}
+                for split, rows in self.table.groupby("split")
+            },
+            "excluded": {str(k): int(v) for k, v in self.excluded["reason"].value_counts().items()},
+        }
+
+
+def leakage_groups(table: pd.DataFrame, policy: CleaningPolicy | None = None) -> np.ndarray:
+    """Label each row with its leakage group (lesion, exact copy, ISIC id, near duplicate)."""
+    policy = policy or CleaningPolicy()
+    pairs: list[tuple[int, int]] = []
+    for column in ("group_id", "content_hash", "image_id"):
+        if column in table.columns:
+            pairs += pairs_sharing(table[column].tolist())
+    if policy.group_near_duplicates and "phash" in table.columns:
+        hashes = table["phash"].tolist()
+        pairs += [(i, j) for i, j, _ in near_duplicate_pairs(hashes, policy.near_max_distance)]
+    return connected_components(len(table), pairs)
+
+
+def apply_policy(table: pd.DataFrame, policy: CleaningPolicy) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return ``(kept, excluded)``; ``kept`` has a ``leak_group`` column, ``excluded`` a reason."""
+    table = table.reset_index(drop=True).copy()
+    table["leak_group"] = leakage_groups(table, policy)
+    is_eval = table["split"].isin(policy.eval_splits).to_numpy()
+    reason = pd.Series([None] * len(table), dtype="object")
+    if policy.exclude_label_conflicts:
+        reason[_conflicted_rows(table) & ~is_eval] = EXCLUDED_CONFLICT
+    if policy.exclude_eval_overlap:
+        eval_groups = set(table.loc[is_eval, "leak_group"])
+        overlap = table["leak_group"].isin(eval_groups).to_numpy() & ~is_eval
+        reason[overlap & reason.isna().to_numpy()] = EXCLUDED_EVAL_OVERLAP
+    excluded = table[reason.notna().to_numpy()].assign(reason=reason.dropna().to_numpy())
+    return table[reason.isna().to_numpy()].reset_index(drop=True), excluded.reset_index(drop=True)
+
+
+def train_val_split(
+    table: pd.DataFrame,
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    policy: CleaningPolicy | None = None,
+) -> SplitResult:
+    """Stratified, group-preserving train/validation split of the training candidates.
+
+    Rows in ``policy.eval_splits`` keep their split. If a source already provides a ``val``
+    split it is used as is; otherwise about ``val_fraction`` of the candidates (whole leakage
+    groups, class proportions kept) become ``val``.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    policy = policy or CleaningPolicy()
+    kept, excluded = apply_policy(table, policy)
+    candidates = ~kept["split"].isin(policy.eval_splits)
+    if (kept.loc[candidates, "split"] == "val").any():
+        kept.loc[candidates & (kept["split"] != "val"), "split"] = "train"
+        return SplitResult(kept, excluded, policy)
+    folds = _stratified_group_folds(kept[candidates], round(1 / val_fraction), seed)
+    kept.loc[candidates, "split"] = np.where(folds == 0, "val", "train")
+    return SplitResult(kept, excluded, policy)
+
+
+def kfold_split(
+    table: pd.DataFrame, *, k: int = 5, seed: int = 0, policy: CleaningPolicy | None = None
+) -> SplitResult:
+    """Stratified, group-preserving k-fold assignment (``fold`` column) of training candidates."""
+    if k < 2:
+        raise ValueError(f"k-fold needs k >= 2, got {k}")
+    policy = policy or CleaningPolicy()
+    kept, excluded = apply_policy(table, policy)
+    candidates = ~kept["split"].isin(policy.eval_splits)
+    kept["fold"] = -1
+    kept.loc[candidates, "fold"] = _stratified_group_folds(kept[candidates], k, seed)
+    kept.loc[candidates, "split"] = "train"
+    return SplitResult(kept, excluded, policy)
+
+
+def _stratified_group_folds(rows: pd.DataFrame, k: int, seed: int) -> np.ndarray:
+    """Fold number 0..k-1 per row; whole leakage groups per fold, class proportions kept."""
+    k = max(2, k)
+    if rows["leak_group"].nunique() < k:
+        raise ValueError(
+            f"cannot make {k} folds from {rows['leak_group'].nunique()} independent image groups"
+        )
+    folds = np.full(len(rows), -1)
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # Rare classes with fewer groups than folds are expected; they land in fewer folds.
+        warnings.filterwarnings("ignore", message="The least populated class")
+        splits = splitter.split(np.zeros(len(rows)), rows["label"], rows["leak_group"])
+        for fold, (_, held_out) in enumerate(splits):
+            folds[held_out] = fold
+    return folds
+
+
+def _conflicted_rows(table: pd.DataFrame) -> np.ndarray:
+    """Rows whose copies (same decoded pixels or same ISIC id) carry incompatible labels.
+
+    Different images of one lesion, or near duplicates, may legitimately differ; only copies of
+    one image count as a conflict.
+    """
+    conflicted = np.zeros(len(table), dtype=bool)
+    for key in ("content_hash", "image_id"):
+        known = table[key].notna().to_numpy()
+        for _, rows in table[known].groupby(key):
+            if len(rows) > 1 and not taxonomy.labels_agree(
+                zip(rows["label"], rows["taxonomy"], strict=True)
+            ):
+                conflicted[rows.index.to_numpy()] = True
+    return conflicted

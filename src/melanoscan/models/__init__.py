@@ -1,0 +1,31 @@
+"""Network architectures and the factory that builds them by name."""
+
+from melanoscan.models.assignment_cnn import AssignmentCNN
+from melanoscan.models.efficientnet_lite import (
+    PRETRAINED_MEAN,
+    PRETRAINED_STD,
+    EfficientNetLite,
+    PretrainedWeightsNotFoundError,
+    WeightMappingError,
+)
+from melanoscan.models.factory import (
+    MODEL_NAMES,
+    ModelSpec,
+    create_model,
+    get_model_spec,
+    list_models,
+)
+
+__all__ = [
+    "MODEL_NAMES",
+    "PRETRAINED_MEAN",
+    "PRETRAINED_STD",
+    "AssignmentCNN",
+    "EfficientNetLite",
+    "ModelSpec",
+    "PretrainedWeightsNotFoundError",
+    "WeightMappingError",
+    "create_model",
+    "get_model_spec",
+    "list_models",
+]

