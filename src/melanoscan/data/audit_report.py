@@ -76,7 +76,7 @@ def _print_groups(console: Console, title: str, groups: list[ImageGroup]) -> Non
         entries = "; ".join(
             f"{Path(e['path']).name} [{e['split']}/{e['label']}]" for e in group.entries
         )
-        console.print(f"  {entries}", highlight=False)
+        console.print(f"  {entries}", markup=False, highlight=False)
     _more(console, len(groups))
 
 

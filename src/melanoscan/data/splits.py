@@ -148,6 +148,8 @@ def kfold_split(
 def _stratified_group_folds(rows: pd.DataFrame, k: int, seed: int) -> np.ndarray:
     """Fold number 0..k-1 per row; whole leakage groups per fold, class proportions kept."""
     k = max(2, k)
+    if rows.empty:
+        raise ValueError("no training candidates left to split (after the cleaning policy)")
     if rows["leak_group"].nunique() < k:
         raise ValueError(
             f"cannot make {k} folds from {rows['leak_group'].nunique()} independent image groups"

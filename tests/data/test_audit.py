@@ -1,0 +1,125 @@
+"""Integration: audit a small tree with planted problems and find exactly those."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from melanoscan.data.audit import audit
+from melanoscan.data.audit_report import write_report
+from melanoscan.data.manifest import scan
+from melanoscan.data.sources import read_source, read_sources
+from tests.conftest import ImageWriter, random_image
+
+
+@pytest.fixture
+def planted_tree(tmp_path: Path, write_image: ImageWriter) -> Path:
+    root = tmp_path / "data"
+    seed = iter(range(100, 200))
+    for split, count in (("Train", 3), ("Test", 1)):
+        for name in ("nevus", "melanoma", "basal cell carcinoma"):
+            for index in range(count):
+                write_image(root / split / name / f"{name[:3]}{index}.jpg", seed=next(seed))
+    duplicate = random_image(1)
+    write_image(root / "Train" / "nevus" / "dup_a.png", image=duplicate)
+    write_image(root / "Train" / "nevus" / "dup_b.bmp", image=duplicate)
+    conflict = random_image(2)
+    write_image(root / "Train" / "melanoma" / "conflict.png", image=conflict)
+    write_image(root / "Train" / "nevus" / "conflict.png", image=conflict)
+    leaked = random_image(3)
+    write_image(root / "Test" / "basal cell carcinoma" / "leak.png", image=leaked)
+    write_image(root / "Train" / "basal cell carcinoma" / "leak_copy.png", image=leaked)
+    near = random_image(4, (64, 64))
+    brighter = np.clip(np.asarray(near).astype(int) + 6, 0, 255).astype(np.uint8)
+    write_image(root / "Train" / "nevus" / "near_a.png", image=near)
+    write_image(root / "Train" / "nevus" / "near_b.png", image=Image.fromarray(brighter))
+    (root / "Train" / "melanoma" / "broken.jpg").write_text("not a jpeg")
+    (root / "Train" / "melanoma" / "empty.png").write_bytes(b"")
+    return root
+
+
+def _names(groups: list) -> list[list[str]]:
+    return sorted(sorted(Path(e["path"]).name for e in g.entries) for g in groups)
+
+
+def test_audit_finds_exactly_the_planted_problems(planted_tree: Path) -> None:
+    manifest = scan(read_source(planted_tree), show_progress=False)
+    report = audit(manifest)
+    assert _names(report.exact_duplicates) == [
+        ["conflict.png", "conflict.png"],
+        ["dup_a.png", "dup_b.bmp"],
+        ["leak.png", "leak_copy.png"],
+    ]
+    assert _names(report.near_duplicates) == [["near_a.png", "near_b.png"]]
+    assert report.near_duplicates[0].max_distance is not None
+    assert _names(report.cross_split) == [["leak.png", "leak_copy.png"]]
+    assert report.cross_split[0].splits == ["test", "train"]
+    assert _names(report.label_conflicts) == [["conflict.png", "conflict.png"]]
+    assert report.label_conflicts[0].labels == ["melanoma", "nevus"]
+    assert sorted((Path(s["path"]).name, s["reason"]) for s in report.skipped) == [
+        ("broken.jpg", "not an image (unrecognised content)"),
+        ("empty.png", "empty file (0 bytes)"),
+    ]
+    assert report.counts["train"]["nevus"] == 3 + 2 + 1 + 2
+    assert report.counts["test"]["basal_cell_carcinoma"] == 2
+    assert report.counts["all"]["dermatofibroma"] == 0
+    assert report.class_balance["missing_classes"] == [
+        "actinic_keratosis",
+        "dermatofibroma",
+        "pigmented_benign_keratosis",
+        "seborrheic_keratosis",
+        "squamous_cell_carcinoma",
+        "vascular_lesion",
+    ]
+    assert report.summary["images"] == len(manifest) == 20
+    assert report.image_stats["formats"] == {"JPEG": 12, "PNG": 7, "BMP": 1}
+
+
+def test_report_files_and_json_round_trip(planted_tree: Path, tmp_path: Path) -> None:
+    manifest = scan(read_source(planted_tree), show_progress=False)
+    report = audit(manifest)
+    files = write_report(report, manifest.images, tmp_path / "out")
+    assert sorted(f.name for f in files) == [
+        "class_distribution.png",
+        "report.html",
+        "report.json",
+        "samples.png",
+    ]
+    assert json.loads((tmp_path / "out" / "report.json").read_text()) == json.loads(
+        json.dumps(report.to_dict())
+    )
+    assert Image.open(tmp_path / "out" / "samples.png").size[0] > 100
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "leak_copy.png" in page and "empty file (0 bytes)" in page
+
+
+def test_compatible_taxonomies_are_not_conflicts(tmp_path: Path, write_image: ImageWriter) -> None:
+    """HAM10000 'akiec' and an isic9 'squamous cell carcinoma' folder agree (Bowen's disease)."""
+    image = random_image(9)
+    write_image(tmp_path / "isic9" / "squamous cell carcinoma" / "ISIC_0024310.jpg", image=image)
+    write_image(tmp_path / "isic9" / "nevus" / "ISIC_0024311.jpg", seed=10)
+    write_image(tmp_path / "ham" / "images" / "ISIC_0024310.jpg", image=image)
+    write_image(tmp_path / "ham" / "images" / "ISIC_0024311.jpg", seed=11)
+    (tmp_path / "ham" / "meta.csv").write_text(
+        "lesion_id,image_id,dx\nHAM_1,ISIC_0024310,akiec\nHAM_2,ISIC_0024311,mel\n"
+    )
+    report = audit(scan(read_sources([tmp_path / "isic9", tmp_path / "ham"]), show_progress=False))
+    # ISIC_0024311: nevus in one source, mel in the other (different pixels, same ISIC id).
+    assert [g.key for g in report.label_conflicts] == ["ISIC_0024311"]
+    assert report.label_conflicts[0].by == ["image_id"]
+
+
+def test_parallel_scan_keeps_order_and_reports_bad_files(
+    tmp_path: Path, write_image: ImageWriter
+) -> None:
+    for index in range(70):
+        write_image(tmp_path / "nevus" / f"{index:03d}.png", seed=index)
+    (tmp_path / "nevus" / "050.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    manifest = scan(read_source(tmp_path), workers=2, show_progress=False)
+    assert len(manifest) == 69
+    assert [Path(s.path).name for s in manifest.skipped] == ["050.png"]
+    names = [Path(p).name for p in manifest.images["path"]]
+    assert names == sorted(names)
+    assert manifest.images["content_hash"].nunique() == 69

@@ -1,0 +1,165 @@
+"""Property-based tests: no leakage group ever straddles two splits; class proportions hold."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from melanoscan.data.splits import (
+    EXCLUDED_CONFLICT,
+    EXCLUDED_EVAL_OVERLAP,
+    CleaningPolicy,
+    kfold_split,
+    train_val_split,
+)
+from melanoscan.taxonomy import CLASSES
+
+KEYS = ("group_id", "content_hash", "image_id")
+
+
+@st.composite
+def manifests(draw: st.DrawFn, grouped: bool = True) -> pd.DataFrame:
+    """Random manifests; ``grouped=False`` gives independent images and no test split."""
+    n = draw(st.integers(min_value=30, max_value=150))
+    classes = draw(st.lists(st.sampled_from(CLASSES), min_size=2, max_size=5, unique=True))
+    rows = []
+    for index in range(n):
+        label = draw(st.sampled_from(classes))
+        # Copies and lesion groups drawn from small pools so that they collide often.
+        lesion = draw(st.one_of(st.none(), st.integers(0, n // 3))) if grouped else None
+        copy = draw(st.integers(0, n // 2)) if grouped and draw(st.booleans()) else index + 1000
+        rows.append(
+            {
+                "path": f"/img/{index}.jpg",
+                "label": label,
+                "source_label": label,
+                "taxonomy": "isic9",
+                "source": "s",
+                "split": "test" if grouped and draw(st.integers(0, 9)) == 0 else None,
+                "group_id": None if lesion is None else f"L{lesion}",
+                "image_id": None,
+                "content_hash": f"h{copy}",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _assert_no_group_straddles(table: pd.DataFrame, column: str) -> None:
+    for key in KEYS:
+        sides = table.dropna(subset=[key]).groupby(key)[column].nunique()
+        assert (sides <= 1).all(), f"a {key} group straddles {column} values"
+
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(table=manifests(), seed=st.integers(0, 2**16))
+def test_train_val_split_never_leaks(table: pd.DataFrame, seed: int) -> None:
+    try:
+        result = train_val_split(table, val_fraction=0.25, seed=seed)
+    except ValueError:
+        return  # too few independent groups to split: refusing is the correct answer
+    kept, excluded = result.table, result.excluded
+    assert len(kept) + len(excluded) == len(table)
+    assert set(kept["split"]) <= {"train", "val", "test"}
+    _assert_no_group_straddles(kept, "split")
+    # Nothing that shares an image or lesion with a test image is trained or validated on.
+    test = kept[kept["split"] == "test"]
+    trainable = kept[kept["split"] != "test"]
+    for key in ("group_id", "content_hash"):
+        assert not set(trainable[key].dropna()) & set(test[key].dropna())
+    # Test images are never excluded, and every exclusion says why.
+    assert (table["split"] == "test").sum() == len(test)
+    assert set(excluded["reason"]) <= {EXCLUDED_CONFLICT, EXCLUDED_EVAL_OVERLAP}
+
+
+@SETTINGS
+@given(table=manifests(), k=st.integers(2, 5), seed=st.integers(0, 2**16))
+def test_kfold_never_leaks(table: pd.DataFrame, k: int, seed: int) -> None:
+    try:
+        result = kfold_split(table, k=k, seed=seed)
+    except ValueError:
+        return
+    candidates = result.table[result.table["split"] != "test"]
+    assert set(candidates["fold"]) <= set(range(k))
+    assert (result.table.loc[result.table["split"] == "test", "fold"] == -1).all()
+    _assert_no_group_straddles(candidates, "fold")
+
+
+@SETTINGS
+@given(table=manifests(grouped=False), seed=st.integers(0, 2**16))
+def test_class_proportions_hold_without_groups(table: pd.DataFrame, seed: int) -> None:
+    result = train_val_split(table, val_fraction=0.25, seed=seed)
+    candidates = result.table[result.table["split"] != "test"]
+    for label, rows in candidates.groupby("label"):
+        expected = len(rows) / 4
+        in_val = int((rows["split"] == "val").sum())
+        assert abs(in_val - expected) <= 1, (label, in_val, expected)
+
+
+def test_cleaning_policy_is_explicit() -> None:
+    table = pd.DataFrame(
+        [
+            # the same pixels filed as melanoma and nevus: a conflict
+            ("a1", "melanoma", "train", None, "hA"),
+            ("a2", "nevus", "train", None, "hA"),
+            # the same pixels in train and test: an overlap
+            ("b1", "nevus", "train", None, "hB"),
+            ("b2", "nevus", "test", None, "hB"),
+            # a lesion with one image in test and one in train
+            ("c1", "melanoma", "train", "L1", "hC1"),
+            ("c2", "melanoma", "test", "L1", "hC2"),
+            *[
+                (f"x{i}", "nevus" if i % 2 else "melanoma", "train", None, f"x{i}")
+                for i in range(20)
+            ],
+        ],
+        columns=["path", "label", "split", "group_id", "content_hash"],
+    ).assign(taxonomy="isic9", image_id=None, source="s", source_label="-")
+    result = train_val_split(table, val_fraction=0.25, seed=0)
+    reasons = dict(zip(result.excluded["path"], result.excluded["reason"], strict=True))
+    assert reasons == {
+        "a1": EXCLUDED_CONFLICT,
+        "a2": EXCLUDED_CONFLICT,
+        "b1": EXCLUDED_EVAL_OVERLAP,
+        "c1": EXCLUDED_EVAL_OVERLAP,
+    }
+    assert result.summary()["excluded"] == {EXCLUDED_CONFLICT: 2, EXCLUDED_EVAL_OVERLAP: 2}
+    lenient = train_val_split(
+        table,
+        val_fraction=0.25,
+        seed=0,
+        policy=CleaningPolicy(exclude_label_conflicts=False, exclude_eval_overlap=False),
+    )
+    assert lenient.excluded.empty
+    assert len(lenient.table) == len(table)
+
+
+def test_source_val_split_is_kept() -> None:
+    table = pd.DataFrame(
+        {
+            "path": [f"p{i}" for i in range(6)],
+            "label": ["nevus", "melanoma"] * 3,
+            "split": ["train", "train", "val", "val", "test", None],
+            "content_hash": [f"h{i}" for i in range(6)],
+        }
+    ).assign(taxonomy="isic9", image_id=None, group_id=None, source="s", source_label="-")
+    result = train_val_split(table)
+    assert result.table["split"].tolist() == ["train", "train", "val", "val", "test", "train"]
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.5])
+def test_bad_fraction(fraction: float) -> None:
+    with pytest.raises(ValueError, match="val_fraction"):
+        train_val_split(pd.DataFrame(), val_fraction=fraction)
+
+
+def test_too_few_groups_is_a_clear_error() -> None:
+    table = pd.DataFrame(
+        {"path": ["a", "b"], "label": ["nevus", "nevus"], "split": None, "content_hash": ["h", "h"]}
+    ).assign(taxonomy="isic9", image_id=None, group_id=None, source="s", source_label="-")
+    with pytest.raises(ValueError, match="independent image groups"):
+        kfold_split(table, k=3)

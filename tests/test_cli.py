@@ -1,0 +1,76 @@
+"""The command line end to end, on the bundled examples and tiny generated trees."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from melanoscan import __version__
+from melanoscan.cli import app
+from tests.conftest import EXAMPLES, ImageWriter
+
+runner = CliRunner()
+
+
+def test_help_and_version() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "audit" in result.output and "split" in result.output
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert __version__ in result.output
+
+
+def test_audit_examples_json(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["audit", str(EXAMPLES), "--json", "-q", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["schema_version"] == 1
+    assert report["total_images"] == 18
+    assert report["counts"]["all"] == {name: 2 for name in report["counts"]["all"]}
+    assert report["summary"]["label_conflict_groups"] == 0
+    assert (tmp_path / "report.html").exists() and (tmp_path / "class_distribution.png").exists()
+
+
+def test_audit_readable_summary() -> None:
+    result = runner.invoke(app, ["audit", str(EXAMPLES), "-q"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())  # undo the console's line wrapping
+    assert "Images per class (18 images)" in text
+    assert "imbalance ratio 1.0" in text
+    assert "Label conflicts (same image, different classes): 0 groups" in text
+
+
+def test_missing_source_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["audit", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert "data source not found" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_audit_with_only_bad_images_fails(tmp_path: Path) -> None:
+    (tmp_path / "nevus").mkdir()
+    (tmp_path / "nevus" / "a.jpg").write_text("nope")
+    result = runner.invoke(app, ["audit", str(tmp_path), "-q"])
+    assert result.exit_code == 2
+    assert "no readable image" in result.stderr
+
+
+def test_split_writes_manifest_and_exclusions(tmp_path: Path, write_image: ImageWriter) -> None:
+    data = tmp_path / "data"
+    for index in range(10):
+        for name in ("nevus", "melanoma"):
+            write_image(data / "Train" / name / f"{name}{index}.png", seed=index * 2 + len(name))
+    write_image(data / "Test" / "melanoma" / "t.png", seed=8)  # a copy of Train/melanoma/melanoma0
+    out = tmp_path / "split" / "manifest.csv"
+    result = runner.invoke(app, ["split", str(data), "--out", str(out), "-q", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert sorted(table["split"].unique()) == ["test", "train", "val"]
+    excluded = pd.read_csv(out.with_name("manifest.excluded.csv"))
+    assert [Path(p).name for p in excluded["path"]] == ["melanoma0.png"]
+    assert excluded["reason"].str.contains("evaluation image").all()
+    result = runner.invoke(app, ["split", str(data), "--out", str(out), "--folds", "3", "-q"])
+    assert result.exit_code == 0
+    assert sorted(pd.read_csv(out)["fold"].unique()) == [-1, 0, 1, 2]
