@@ -9,9 +9,8 @@ import torch
 from torch import Tensor
 
 from melanoscan.models import EfficientNetLite, WeightMappingError, create_model
-from melanoscan.models.efficientnet_lite import (
-    PRETRAINED_MEAN,
-    PRETRAINED_STD,
+from melanoscan.models.efficientnet_lite import PRETRAINED_MEAN, PRETRAINED_STD
+from melanoscan.models.pretrained import (
     load_reference_state_dict,
     pretrained_weights_path,
     reference_key,

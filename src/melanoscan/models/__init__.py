@@ -5,8 +5,6 @@ from melanoscan.models.efficientnet_lite import (
     PRETRAINED_MEAN,
     PRETRAINED_STD,
     EfficientNetLite,
-    PretrainedWeightsNotFoundError,
-    WeightMappingError,
 )
 from melanoscan.models.factory import (
     MODEL_NAMES,
@@ -15,6 +13,7 @@ from melanoscan.models.factory import (
     get_model_spec,
     list_models,
 )
+from melanoscan.models.pretrained import PretrainedWeightsNotFoundError, WeightMappingError
 
 __all__ = [
     "MODEL_NAMES",

@@ -15,10 +15,8 @@ from melanoscan.models.efficientnet_lite import (
     PRETRAINED_MEAN,
     PRETRAINED_STD,
     EfficientNetLite,
-    load_pretrained,
-    pretrained_weights_path,
-    weights_package,
 )
+from melanoscan.models.pretrained import load_pretrained, pretrained_weights_path, weights_package
 
 __all__ = ["MODEL_NAMES", "ModelSpec", "create_model", "get_model_spec", "list_models"]
 
