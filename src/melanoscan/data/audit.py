@@ -179,11 +179,10 @@ def _near_duplicate_groups(table: pd.DataFrame, max_distance: int) -> list[Image
 
 def _groups(table: pd.DataFrame, labels: np.ndarray, by: str | None = None) -> list[ImageGroup]:
     """One :class:`ImageGroup` per label value shared by more than one row."""
-    labels = np.asarray(labels)
-    values, sizes = np.unique(labels, return_counts=True)
     groups = []
-    for value in values[sizes > 1]:
-        rows = table[labels == value]
+    for _, rows in table.groupby(np.asarray(labels), sort=True):
+        if len(rows) < 2:
+            continue
         links = [by] if by else _links(rows)
         entries = rows[list(ENTRY_COLUMNS)].to_dict("records")
         groups.append(

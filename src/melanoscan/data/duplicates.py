@@ -52,13 +52,14 @@ def pairs_sharing(values: Sequence[object]) -> list[tuple[int, int]]:
 
 
 def near_duplicate_pairs(
-    phashes: Sequence[str], max_distance: int = NEAR_DUPLICATE_MAX_DISTANCE, block: int = 2048
+    phashes: Sequence[str], max_distance: int = NEAR_DUPLICATE_MAX_DISTANCE
 ) -> list[tuple[int, int, int]]:
     """All pairs ``(i, j, distance)`` with ``i < j`` whose pHash distance is <= ``max_distance``.
 
-    Exhaustive in blocks (memory O(block * n)): about a second for 10,000 images.
+    Exhaustive, in row blocks of about 16M distances each: about a second for 10,000 images.
     """
     hashes = np.array([int(h, 16) for h in phashes], dtype=np.uint64)
+    block = max(1, 16_000_000 // max(1, len(hashes)))
     found: list[tuple[int, int, int]] = []
     for start in range(0, len(hashes), block):
         chunk = hashes[start : start + block]
