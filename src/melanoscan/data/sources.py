@@ -150,8 +150,7 @@ def read_csv_source(
         records = list(csv.DictReader(handle))
     if not records:
         raise DataSourceError(f"{csv_path}: the CSV has a header but no rows")
-    reader = _read_ham_rows if kind == "ham" else _read_onehot_rows
-    rows, skipped = reader(records, index, source, csv_path)
+    rows, skipped = _read_csv_rows(kind, records, index, source, csv_path)
     if not rows:
         raise DataSourceError(
             f"{csv_path}: none of its {len(records)} rows has a usable image "
@@ -160,58 +159,51 @@ def read_csv_source(
     return Manifest(images=make_table(rows), skipped=skipped)
 
 
-def _read_ham_rows(
-    records: list[dict[str, str]], index: dict[str, Path], source: str, csv_path: Path
+RowFields = tuple[str, dict[str, str | None]]  # (ISIC 2018 code, extra manifest columns)
+
+
+def _ham_fields(record: dict[str, str], csv_path: Path) -> RowFields:
+    code = (record.get("dx") or "").strip().lower()
+    if code not in taxonomy.FROM_ISIC2018:
+        raise ValueError(f"unknown dx code {code!r}")
+    return code, {"group_id": (record.get("lesion_id") or "").strip() or None, "split": None}
+
+
+def _onehot_fields(record: dict[str, str], csv_path: Path) -> RowFields:
+    try:
+        hot = [code for code in ISIC_ONEHOT_CODES if float(record.get(code) or 0) >= 0.5]
+    except ValueError:
+        raise ValueError("non-numeric value in a class column") from None
+    if len(hot) != 1:
+        raise ValueError(f"one-hot row has {len(hot)} positive classes")
+    return hot[0].lower(), {"split": "test" if "test" in csv_path.name.lower() else None}
+
+
+_CSV_FORMATS = {"ham": ("image_id", _ham_fields), "onehot": ("image", _onehot_fields)}
+
+
+def _read_csv_rows(
+    kind: str,
+    records: list[dict[str, str]],
+    index: dict[str, Path],
+    source: str,
+    csv_path: Path,
 ) -> tuple[list[dict[str, str | None]], list[Skipped]]:
+    id_column, parse = _CSV_FORMATS[kind]
     rows: list[dict[str, str | None]] = []
     skipped: list[Skipped] = []
     for number, record in enumerate(records, start=2):
-        image_id = (record.get("image_id") or "").strip()
-        code = (record.get("dx") or "").strip().lower()
-        where = f"{csv_path}:{number} ({image_id or 'no image_id'})"
-        if code not in taxonomy.FROM_ISIC2018:
-            skipped.append(Skipped(where, source, f"unknown dx code {code!r}"))
-            continue
-        image = index.get(image_id.lower())
-        if image is None:
-            skipped.append(Skipped(where, source, "image listed in CSV not found"))
-            continue
-        rows.append(
-            {
-                "path": str(image),
-                "label": taxonomy.from_isic2018(code),
-                "source_label": code,
-                "taxonomy": "isic2018",
-                "source": source,
-                "split": None,
-                "group_id": (record.get("lesion_id") or "").strip() or None,
-                "image_id": _isic_id(image_id),
-            }
-        )
-    return rows, skipped
-
-
-def _read_onehot_rows(
-    records: list[dict[str, str]], index: dict[str, Path], source: str, csv_path: Path
-) -> tuple[list[dict[str, str | None]], list[Skipped]]:
-    rows: list[dict[str, str | None]] = []
-    skipped: list[Skipped] = []
-    for number, record in enumerate(records, start=2):
-        image_id = (record.get("image") or "").strip()
-        where = f"{csv_path}:{number} ({image_id or 'no image id'})"
+        image_id = (record.get(id_column) or "").strip()
+        where = f"{csv_path}:{number} ({image_id or 'no ' + id_column})"
         try:
-            hot = [code for code in ISIC_ONEHOT_CODES if float(record.get(code) or 0) >= 0.5]
-        except ValueError:
-            skipped.append(Skipped(where, source, "non-numeric value in a class column"))
-            continue
-        if len(hot) != 1:
-            skipped.append(Skipped(where, source, f"one-hot row has {len(hot)} positive classes"))
+            code, extra = parse(record, csv_path)
+        except ValueError as exc:
+            skipped.append(Skipped(where, source, str(exc)))
             continue
         image = index.get(image_id.lower())
         if image is None:
             skipped.append(Skipped(where, source, "image listed in CSV not found"))
             continue
-        code = hot[0].lower()
         rows.append(
             {
                 "path": str(image),
@@ -219,8 +211,8 @@ def _read_onehot_rows(
                 "source_label": code,
                 "taxonomy": "isic2018",
                 "source": source,
-                "split": "test" if "test" in csv_path.name.lower() else None,
                 "image_id": _isic_id(image_id),
+                **extra,
             }
         )
     return rows, skipped
