@@ -144,3 +144,16 @@ def test_missing_file_and_bytes_input(tmp_path: Path) -> None:
     assert decode(buffer.getvalue()).image.mode == "RGB"
     with pytest.raises(ImageDecodeError, match="empty"):
         decode(b"")
+
+
+def test_unexpected_decoder_errors_become_decode_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    random_image(9).save(tmp_path / "ok.png")
+
+    def broken_transpose(image: Image.Image) -> Image.Image:
+        raise KeyError("corrupt EXIF tag")
+
+    monkeypatch.setattr("melanoscan.data.images.ImageOps.exif_transpose", broken_transpose)
+    with pytest.raises(ImageDecodeError, match="KeyError"):
+        decode(tmp_path / "ok.png")

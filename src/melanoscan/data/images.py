@@ -103,6 +103,8 @@ def decode(data: bytes | Path | str, *, name: str | None = None) -> DecodedImage
         if "truncated" in reason.lower():
             reason = f"truncated image ({reason})"
         raise ImageDecodeError(label, f"cannot decode: {reason}") from None
+    except Exception as exc:  # a decoder bug on one odd file must not end a long run
+        raise ImageDecodeError(label, f"cannot decode: {type(exc).__name__}: {exc}") from None
     return DecodedImage(image=image, source_mode=source_mode, source_format=source_format)
 
 
