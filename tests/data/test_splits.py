@@ -141,14 +141,16 @@ def test_cleaning_policy_is_explicit() -> None:
 def test_source_val_split_is_kept() -> None:
     table = pd.DataFrame(
         {
-            "path": [f"p{i}" for i in range(6)],
-            "label": ["nevus", "melanoma"] * 3,
-            "split": ["train", "train", "val", "val", "test", None],
-            "content_hash": [f"h{i}" for i in range(6)],
+            "path": [f"p{i}" for i in range(7)],
+            "label": ["nevus", "melanoma"] * 3 + ["melanoma"],
+            "split": ["train", "train", "val", "val", "test", None, "train"],
+            "content_hash": [f"h{i}" for i in range(6)] + ["h3"],  # p6 is a copy of val p3
         }
     ).assign(taxonomy="isic9", image_id=None, group_id=None, source="s", source_label="-")
     result = train_val_split(table)
     assert result.table["split"].tolist() == ["train", "train", "val", "val", "test", "train"]
+    assert result.excluded["path"].tolist() == ["p6"]
+    assert result.excluded["reason"].tolist() == [EXCLUDED_EVAL_OVERLAP]
 
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.5])

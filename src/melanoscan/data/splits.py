@@ -9,7 +9,7 @@ excluded from training, and every exclusion is returned with its reason.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -114,17 +114,21 @@ def train_val_split(
     """Stratified, group-preserving train/validation split of the training candidates.
 
     Rows in ``policy.eval_splits`` keep their split. If a source already provides a ``val``
-    split it is used as is; otherwise about ``val_fraction`` of the candidates (whole leakage
-    groups, class proportions kept) become ``val``.
+    split it is used as is and held out like a test split; otherwise about ``val_fraction`` of
+    the candidates (whole leakage groups, class proportions kept) become ``val``.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     policy = policy or CleaningPolicy()
+    if (table["split"] == "val").any():
+        # The source's own validation split is held out like a test split: nothing that
+        # shares an image or lesion with it is trained on.
+        held_out = replace(policy, eval_splits=(*policy.eval_splits, "val"))
+        kept, excluded = apply_policy(table, held_out)
+        kept.loc[~kept["split"].isin(held_out.eval_splits), "split"] = "train"
+        return SplitResult(kept, excluded, held_out)
     kept, excluded = apply_policy(table, policy)
     candidates = ~kept["split"].isin(policy.eval_splits)
-    if (kept.loc[candidates, "split"] == "val").any():
-        kept.loc[candidates & (kept["split"] != "val"), "split"] = "train"
-        return SplitResult(kept, excluded, policy)
     folds = _stratified_group_folds(kept[candidates], round(1 / val_fraction), seed)
     kept.loc[candidates, "split"] = np.where(folds == 0, "val", "train")
     return SplitResult(kept, excluded, policy)
