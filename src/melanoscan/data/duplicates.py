@@ -72,9 +72,19 @@ def near_duplicate_pairs(
     return found
 
 
+SAME_IMAGE_COLUMNS: tuple[str, ...] = ("content_hash", "image_id")
+"""Columns whose equal values mean "the same image": decoded pixels and ISIC id."""
+
+
+def pairs_sharing_columns(table: pd.DataFrame, columns: Sequence[str]) -> list[tuple[int, int]]:
+    """Index pairs linking rows that share a non-null value in any of ``columns`` present."""
+    pairs: list[tuple[int, int]] = []
+    for column in columns:
+        if column in table.columns:
+            pairs += pairs_sharing(table[column].tolist())
+    return pairs
+
+
 def identity_groups(table: pd.DataFrame) -> np.ndarray:
     """Group rows that are the same image: equal decoded pixels or equal ISIC id."""
-    pairs = pairs_sharing(table["content_hash"].tolist()) + pairs_sharing(
-        table["image_id"].tolist()
-    )
-    return connected_components(len(table), pairs)
+    return connected_components(len(table), pairs_sharing_columns(table, SAME_IMAGE_COLUMNS))

@@ -19,9 +19,10 @@ from sklearn.model_selection import StratifiedGroupKFold
 from melanoscan import taxonomy
 from melanoscan.data.duplicates import (
     NEAR_DUPLICATE_MAX_DISTANCE,
+    SAME_IMAGE_COLUMNS,
     connected_components,
     near_duplicate_pairs,
-    pairs_sharing,
+    pairs_sharing_columns,
 )
 
 EXCLUDED_CONFLICT = "label conflict: the same image is filed under incompatible classes"
@@ -78,10 +79,7 @@ class SplitResult:
 def leakage_groups(table: pd.DataFrame, policy: CleaningPolicy | None = None) -> np.ndarray:
     """Label each row with its leakage group (lesion, exact copy, ISIC id, near duplicate)."""
     policy = policy or CleaningPolicy()
-    pairs: list[tuple[int, int]] = []
-    for column in ("group_id", "content_hash", "image_id"):
-        if column in table.columns:
-            pairs += pairs_sharing(table[column].tolist())
+    pairs = pairs_sharing_columns(table, ("group_id", *SAME_IMAGE_COLUMNS))
     if policy.group_near_duplicates and "phash" in table.columns:
         hashes = table["phash"].tolist()
         pairs += [(i, j) for i, j, _ in near_duplicate_pairs(hashes, policy.near_max_distance)]
@@ -176,7 +174,7 @@ def _conflicted_rows(table: pd.DataFrame) -> np.ndarray:
     one image count as a conflict.
     """
     conflicted = np.zeros(len(table), dtype=bool)
-    for key in ("content_hash", "image_id"):
+    for key in SAME_IMAGE_COLUMNS:
         known = table[key].notna().to_numpy()
         for _, rows in table[known].groupby(key):
             if len(rows) > 1 and not taxonomy.labels_agree(
