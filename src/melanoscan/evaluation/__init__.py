@@ -1,0 +1,1 @@
+"""Metrics, calibration and reports on labelled data."""

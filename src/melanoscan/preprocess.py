@@ -1,0 +1,102 @@
+"""The one preprocessing recipe: decoded RGB image → model input array.
+
+Training-validation, evaluation, prediction (torch and onnxruntime), export and serving all
+call :class:`Preprocessing`, parameterised only by what the model bundle records. Training
+augmentation works on the output of :meth:`Preprocessing.resize` and then calls
+:meth:`Preprocessing.normalise`, so it wraps this recipe rather than re-implementing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from melanoscan.models.factory import get_model_spec
+
+__all__ = ["RESIZE_POLICY", "Preprocessing"]
+
+# Shorter side scaled to the input size (bicubic, antialiased), then the centre square cropped:
+# no aspect distortion, and dermoscopy images are centred on the lesion.
+RESIZE_POLICY = "shorter_side_then_centre_crop"
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB image becomes the model's input.
+
+    Args:
+        image_size: side of the square input, in pixels.
+        mean: per-channel mean subtracted from pixels scaled to ``[0, 1]``.
+        std: per-channel standard deviation dividing them.
+        input_range: ``"unit"`` for normalised inputs, ``"0_255"`` for models that take raw
+            pixel values and rescale them themselves (``mean`` and ``std`` are then unused).
+        resize_policy: recorded for the bundle; only :data:`RESIZE_POLICY` exists.
+    """
+
+    image_size: int
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    input_range: str = "unit"
+    resize_policy: str = RESIZE_POLICY
+
+    def __post_init__(self) -> None:
+        if self.image_size < 8:
+            raise ValueError(f"image_size must be at least 8 pixels, got {self.image_size}")
+        if self.input_range not in ("unit", "0_255"):
+            raise ValueError(f"input_range must be 'unit' or '0_255', got {self.input_range!r}")
+        if self.resize_policy != RESIZE_POLICY:
+            raise ValueError(f"unknown resize policy {self.resize_policy!r}")
+
+    @classmethod
+    def for_model(cls, model_name: str, image_size: int | None = None) -> Preprocessing:
+        """The recipe a registered model expects, at its default size unless given."""
+        spec = get_model_spec(model_name)
+        return cls(
+            image_size=image_size or spec.input_size,
+            mean=spec.mean,
+            std=spec.std,
+            input_range="0_255" if spec.expects_0_255 else "unit",
+        )
+
+    def resize(self, image: Image.Image) -> np.ndarray:
+        """Square ``uint8`` array ``(image_size, image_size, 3)`` from an RGB image."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        width, height = image.size
+        scale = self.image_size / min(width, height)
+        new_size = (max(self.image_size, round(width * scale)),
+                    max(self.image_size, round(height * scale)))
+        if new_size != image.size:
+            image = image.resize(new_size, Image.Resampling.BICUBIC)
+        left = (new_size[0] - self.image_size) // 2
+        top = (new_size[1] - self.image_size) // 2
+        image = image.crop((left, top, left + self.image_size, top + self.image_size))
+        return np.asarray(image, dtype=np.uint8)
+
+    def normalise(self, pixels: np.ndarray) -> np.ndarray:
+        """``float32`` channels-first input from ``uint8`` ``(H, W, 3)`` or ``(N, H, W, 3)``."""
+        array = np.moveaxis(pixels.astype(np.float32), -1, -3)
+        if self.input_range == "0_255":
+            return np.ascontiguousarray(array)
+        shape = (3, 1, 1)
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(shape)
+        std = np.asarray(self.std, dtype=np.float32).reshape(shape)
+        return np.ascontiguousarray((array / np.float32(255.0) - mean) / std)
+
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        """Model input ``(3, image_size, image_size)`` for one RGB image."""
+        return self.normalise(self.resize(image))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
+        known = {k: v for k, v in values.items() if k in cls.__dataclass_fields__}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(float(v) for v in known[key])
+        return cls(**known)

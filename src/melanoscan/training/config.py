@@ -1,0 +1,326 @@
+"""Training configuration: every choice of a run, read from YAML, overridable, written back.
+
+A config file may set any subset of the fields below; the rest keep their defaults. Command-line
+overrides use dotted keys (``optim.lr=3e-4``, ``model.name=assignment_cnn``). The resolved config
+is written into the run directory, so ``melanoscan train --config RUN_DIR/config.yaml`` repeats
+a run exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+__all__ = [
+    "AugmentationConfig",
+    "BalanceConfig",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+    "parse_override",
+    "save_config",
+]
+
+BALANCE_STRATEGIES = ("sampler", "weighted_loss", "offline", "none")
+CACHE_MODES = ("disk", "memory", "none")
+OPTIMIZERS = ("adamw", "adam")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message says which key and why."""
+
+
+@dataclass
+class ModelConfig:
+    """Which network to train.
+
+    Args:
+        name: a registered model (``melanoscan.models.MODEL_NAMES``).
+        pretrained: start from ImageNet weights (models that have them).
+        image_size: input side in pixels; ``None`` uses the model's default.
+        kwargs: extra constructor arguments (``dropout``, ``drop_connect_rate``, ``batch_norm``).
+    """
+
+    name: str = "efficientnet_lite0"
+    pretrained: bool = True
+    image_size: int | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DataConfig:
+    """How the data is split, cleaned and loaded.
+
+    Args:
+        val_fraction: share of training candidates held out for validation.
+        split_seed: seed of the train/validation split.
+        exclude_label_conflicts: keep images with conflicting labels out of training.
+        exclude_eval_overlap: keep training images that share content with test out.
+        group_near_duplicates: keep near duplicates (pHash) on one side of the split.
+        cache: ``disk`` (resized images kept across runs), ``memory`` or ``none``.
+        cache_dir: disk cache location; ``None`` uses ``$XDG_CACHE_HOME/melanoscan``.
+        num_workers: DataLoader workers per process; ``None`` sizes them to the machine.
+    """
+
+    val_fraction: float = 0.2
+    split_seed: int = 0
+    exclude_label_conflicts: bool = True
+    exclude_eval_overlap: bool = True
+    group_near_duplicates: bool = True
+    cache: str = "disk"
+    cache_dir: str | None = None
+    num_workers: int | None = None
+
+
+@dataclass
+class AugmentationConfig:
+    """Training augmentation (albumentations); probabilities of 0 switch a transform off.
+
+    Args:
+        online: augment training images on the fly each epoch; ``false`` uses the recipe only to
+            generate offline copies (``balance.strategy: offline``), as the notebook did.
+        hflip: probability of a horizontal flip.
+        vflip: probability of a vertical flip.
+        rotate90: probability of a random multiple of 90 degrees.
+        affine: probability of a shift-scale-rotate.
+        shift: largest shift, as a fraction of the side.
+        scale: largest zoom in or out, as a fraction.
+        rotate: largest rotation in degrees.
+        crop_scale_min: random resized crop keeps at least this share of the area (1 = off).
+        color_jitter: probability of a colour jitter.
+        brightness: colour jitter brightness strength.
+        contrast: colour jitter contrast strength.
+        saturation: colour jitter saturation strength.
+        hue: colour jitter hue strength.
+    """
+
+    online: bool = True
+    hflip: float = 0.5
+    vflip: float = 0.5
+    rotate90: float = 0.5
+    affine: float = 0.5
+    shift: float = 0.05
+    scale: float = 0.1
+    rotate: float = 45.0
+    crop_scale_min: float = 0.75
+    color_jitter: float = 0.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.02
+
+
+@dataclass
+class BalanceConfig:
+    """How class imbalance is handled.
+
+    Args:
+        strategy: ``sampler`` (class-balanced sampling), ``weighted_loss`` (inverse-frequency
+            class weights), ``offline`` (the notebook's way: augmented copies of training
+            images written to disk up to ``offline_per_class`` per class), or ``none``.
+        offline_per_class: target images per class for ``offline``.
+    """
+
+    strategy: str = "sampler"
+    offline_per_class: int = 500
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and schedule: linear warmup, then cosine decay to ``min_lr_ratio * lr``.
+
+    Args:
+        optimizer: ``adamw`` or ``adam`` (the notebook's choice).
+        lr: peak learning rate.
+        weight_decay: decoupled weight decay (AdamW) or L2 (Adam).
+        warmup_epochs: epochs of linear warmup (fractions allowed).
+        min_lr_ratio: final learning rate as a share of ``lr``.
+        label_smoothing: cross-entropy label smoothing.
+    """
+
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """A complete training run.
+
+    Args:
+        model: network choice.
+        data: split, cleaning and loading.
+        augmentation: training transforms.
+        balance: imbalance handling.
+        optim: optimiser and schedule.
+        epochs: most epochs to train.
+        batch_size: images per step and process.
+        seed: seed of weights, sampling and augmentation.
+        deterministic: ask torch for deterministic kernels (slower).
+        early_stopping_patience: epochs without improvement before stopping (0 = never).
+        monitor: validation metric for early stopping and the best checkpoint.
+        precision: Lightning precision; ``auto`` is 16-bit mixed on GPU, 32-bit on CPU.
+        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
+        devices: devices per node; more than one runs DDP.
+        num_nodes: machines; more than one runs DDP across nodes.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+    balance: BalanceConfig = field(default_factory=BalanceConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    epochs: int = 30
+    batch_size: int = 32
+    seed: int = 0
+    deterministic: bool = False
+    early_stopping_patience: int = 6
+    monitor: str = "val_balanced_accuracy"
+    precision: str = "auto"
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.devices >= 1 and self.num_nodes >= 1, "devices and num_nodes must be >= 1"),
+            (0.0 < self.data.val_fraction < 1.0, "data.val_fraction must be between 0 and 1"),
+            (self.data.cache in CACHE_MODES, f"data.cache must be one of {CACHE_MODES}"),
+            (
+                self.balance.strategy in BALANCE_STRATEGIES,
+                f"balance.strategy must be one of {BALANCE_STRATEGIES}",
+            ),
+            (self.balance.offline_per_class >= 1, "balance.offline_per_class must be >= 1"),
+            (self.optim.optimizer in OPTIMIZERS, f"optim.optimizer must be one of {OPTIMIZERS}"),
+            (self.optim.lr > 0, "optim.lr must be positive"),
+            (0.0 <= self.optim.label_smoothing < 1.0, "optim.label_smoothing must be in [0, 1)"),
+            (0.0 < self.augmentation.crop_scale_min <= 1.0, "crop_scale_min must be in (0, 1]"),
+            (self.monitor.startswith("val_"), "monitor must be a validation metric (val_...)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        return _build(cls, values, prefix="")
+
+
+def _build(kind: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'} must be a mapping, got {values!r}")
+    hints = get_type_hints(kind)
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = f" in {prefix.rstrip('.')}" if prefix else ""
+        raise ConfigError(f"unknown key(s) {unknown}{where}; known: {sorted(names)}")
+    built: dict[str, Any] = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            built[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            built[name] = _coerce(value, hint, f"{prefix}{name}")
+    try:
+        return kind(**built)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: {exc}") from None
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    is_union = get_origin(hint) is not None and get_origin(hint) is not dict
+    options = get_args(hint) if is_union else ()
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ConfigError(f"{key} must not be empty")
+    target = next((o for o in options if o is not type(None)), hint)
+    if get_origin(target) is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if target is float and isinstance(value, str) and _looks_numeric(value):
+        return float(value)  # YAML 1.1 reads "3e-4" as a string
+    if target is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if target is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if target is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{key} must be {getattr(target, '__name__', target)}, got {value!r}")
+
+
+def load_config(path: Path | None) -> TrainConfig:
+    """Read a YAML config (``None``: the defaults)."""
+    if path is None:
+        return TrainConfig()
+    try:
+        values = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+    return TrainConfig.from_dict(values)
+
+
+def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """A copy of ``config`` with dotted keys replaced (``{"optim.lr": 3e-4}``)."""
+    values = config.to_dict()
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = values
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"unknown config key {dotted!r}")
+            node = node[part]
+        if leaf not in node and not (parents and parents[-1] == "kwargs"):
+            raise ConfigError(f"unknown config key {dotted!r}")
+        node[leaf] = value
+    return TrainConfig.from_dict(values)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=3e-4"`` → ``("optim.lr", 0.0003)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r} must look like key.sub=value")
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else None
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def save_config(config: TrainConfig, path: Path) -> None:
+    """Write the resolved config as YAML."""
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

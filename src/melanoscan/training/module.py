@@ -1,0 +1,137 @@
+"""The LightningModule: loss, metrics, optimiser and schedule around any factory model."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from melanoscan.training.config import OptimConfig
+
+__all__ = ["LesionClassifier", "balanced_accuracy", "warmup_cosine"]
+
+Batch = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+def balanced_accuracy(confusion: Tensor) -> float:
+    """Mean recall over the classes present in the targets (rows of ``confusion``)."""
+    support = confusion.sum(dim=1)
+    present = support > 0
+    if not present.any():
+        return float("nan")
+    recall = confusion.diagonal()[present].float() / support[present].float()
+    return float(recall.mean())
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warmup to 1, then cosine decay to ``min_ratio``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    progress = min(1.0, max(0.0, progress))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class LesionClassifier(L.LightningModule):
+    """Trains a classifier with cross-entropy and reports validation balanced accuracy.
+
+    Batches are ``(images, labels, indices, ok)``; rows with ``ok`` false (an image that could
+    not be read mid-epoch) are left out of the loss and their dataset indices recorded in
+    :attr:`unreadable`.
+
+    Args:
+        model: the network, returning logits.
+        num_classes: number of output classes.
+        optim: optimiser and schedule settings.
+        class_weights: cross-entropy class weights (``None``: unweighted).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        num_classes: int,
+        optim: OptimConfig,
+        class_weights: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.num_classes = num_classes
+        self.optim = optim
+        self.register_buffer("class_weights", class_weights, persistent=False)
+        self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        self.train_correct = 0
+        self.train_seen = 0
+        self.unreadable: set[int] = set()
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.model(images)
+
+    def _loss(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor] | None:
+        images, labels, indices, ok = batch
+        if not bool(ok.all()):
+            self.unreadable.update(int(i) for i in indices[~ok])
+            images, labels = images[ok], labels[ok]
+        if len(labels) == 0:
+            return None
+        logits = self.model(images)
+        loss = F.cross_entropy(
+            logits, labels, weight=self.class_weights, label_smoothing=self.optim.label_smoothing
+        )
+        return loss, logits, labels
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        result = self._loss(batch)
+        if result is None:
+            return None  # every image of the batch was unreadable: skip the step
+        loss, logits, labels = result
+        self.train_correct += int((logits.argmax(dim=1) == labels).sum())
+        self.train_seen += len(labels)
+        self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=len(labels), sync_dist=True)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.train_correct = 0
+        self.train_seen = 0
+
+    def on_train_epoch_end(self) -> None:
+        counts = torch.tensor([self.train_correct, self.train_seen], device=self.device)
+        counts = self.all_gather(counts).reshape(-1, 2).sum(dim=0)
+        if counts[1] > 0:
+            self.log("train_accuracy", counts[0].float() / counts[1], sync_dist=False)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        result = self._loss(batch)
+        if result is None:
+            return
+        loss, logits, labels = result
+        self.val_confusion.update(logits.argmax(dim=1), labels)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels),
+                 sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        confusion = self.val_confusion.compute()  # summed over all processes
+        self.val_confusion.reset()
+        total = confusion.sum()
+        if total == 0:
+            return
+        self.log("val_accuracy", confusion.diagonal().sum().float() / total)
+        self.log("val_balanced_accuracy", balanced_accuracy(confusion), prog_bar=True)
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        optimizer_class = torch.optim.AdamW if self.optim.optimizer == "adamw" else torch.optim.Adam
+        optimizer = optimizer_class(
+            self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        epochs = max(1, self.trainer.max_epochs or 1)
+        warmup = round(self.optim.warmup_epochs * total / epochs)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: warmup_cosine(step, warmup, total, self.optim.min_lr_ratio),
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

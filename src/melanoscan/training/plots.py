@@ -1,0 +1,33 @@
+"""Training curves: train against validation loss and accuracy (the overfitting picture)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+__all__ = ["plot_training_curves"]
+
+
+def plot_training_curves(metrics: pd.DataFrame, path: Path) -> Path:
+    """Two panels (loss, accuracy) over epochs from an ``metrics.csv`` table."""
+    epochs = metrics["epoch"] + 1
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    loss_ax.plot(epochs, metrics["train_loss"], "o-", label="train")
+    loss_ax.plot(epochs, metrics["val_loss"], "o-", label="validation")
+    loss_ax.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
+    acc_ax.plot(epochs, metrics["train_accuracy"], "o-", label="train accuracy")
+    acc_ax.plot(epochs, metrics["val_accuracy"], "o-", label="validation accuracy")
+    acc_ax.plot(epochs, metrics["val_balanced_accuracy"], "s--",
+                label="validation balanced accuracy")
+    acc_ax.set(title="Accuracy", xlabel="epoch", ylim=(0, 1))
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

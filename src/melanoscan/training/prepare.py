@@ -1,0 +1,195 @@
+"""From data sources to the split a run trains on: read, scan, clean, split, (offline augment).
+
+Everything excluded or skipped on the way is written next to the split, with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from melanoscan import taxonomy
+from melanoscan.data.augment import build_train_transform
+from melanoscan.data.cache import ResizedImageLoader
+from melanoscan.data.manifest import scan
+from melanoscan.data.offline_augment import generate_offline_augmentations
+from melanoscan.data.sources import DataSourceError, read_sources
+from melanoscan.data.splits import CleaningPolicy, train_val_split
+from melanoscan.preprocess import Preprocessing
+from melanoscan.training.config import TrainConfig
+
+__all__ = ["PreparedData", "TrainingDataError", "prepare_data", "read_prepared"]
+
+SPLIT_FILE = "split.csv"
+EXCLUDED_FILE = "excluded.csv"
+SKIPPED_FILE = "skipped.csv"
+SUMMARY_FILE = "data_summary.json"
+OFFLINE_DIR = "offline_augmented"
+
+
+class TrainingDataError(ValueError):
+    """The data cannot be trained on (none, one class, no validation images...)."""
+
+
+@dataclass
+class PreparedData:
+    """The split table a run trains on and what happened on the way.
+
+    Args:
+        table: manifest rows with ``split`` in train / val / eval splits.
+        summary: sources, counts per split and class, exclusions, skipped files, warnings.
+        warnings: problems worth a user's attention that do not stop training.
+    """
+
+    table: pd.DataFrame
+    summary: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare_data(
+    data: Sequence[Path],
+    config: TrainConfig,
+    preprocessing: Preprocessing,
+    run_dir: Path,
+    *,
+    show_progress: bool = True,
+) -> PreparedData:
+    """Read and scan ``data``, apply the cleaning policy, split, write the record to ``run_dir``.
+
+    Raises:
+        TrainingDataError: no readable image, fewer than two classes to train on, or an empty
+            validation split.
+    """
+    try:
+        manifest = scan(read_sources(data), show_progress=show_progress)
+    except DataSourceError as exc:
+        raise TrainingDataError(str(exc)) from None
+    if len(manifest) == 0:
+        raise TrainingDataError(
+            f"no readable image in {', '.join(map(str, data))}"
+            + (f" ({len(manifest.skipped)} files skipped, see skipped.csv)" if manifest.skipped
+               else "")
+        )
+    manifest.skipped_table().to_csv(run_dir / SKIPPED_FILE, index=False)
+    _check_classes(manifest.images)
+    policy = CleaningPolicy(
+        exclude_label_conflicts=config.data.exclude_label_conflicts,
+        exclude_eval_overlap=config.data.exclude_eval_overlap,
+        group_near_duplicates=config.data.group_near_duplicates,
+    )
+    try:
+        result = train_val_split(
+            manifest.images, val_fraction=config.data.val_fraction,
+            seed=config.data.split_seed, policy=policy,
+        )
+    except ValueError as exc:
+        raise TrainingDataError(f"cannot split the data: {exc}") from None
+    table = result.table
+    _check_split(table)
+    warnings = _class_warnings(table)
+    skipped = manifest.skipped
+    if config.balance.strategy == "offline":
+        table, offline_skipped = _add_offline_augmentations(
+            table, config, preprocessing, run_dir, show_progress
+        )
+        skipped = [*skipped, *offline_skipped]
+    result.excluded.to_csv(run_dir / EXCLUDED_FILE, index=False)
+    table.to_csv(run_dir / SPLIT_FILE, index=False)
+    summary = {
+        "sources": [str(d) for d in data],
+        "counts": _counts(table),
+        "excluded": result.summary()["excluded"],
+        "skipped": len(skipped),
+        "skipped_files": [vars(s) for s in skipped[:100]],
+        "policy": result.summary()["policy"],
+        "warnings": warnings,
+    }
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return PreparedData(table, summary, warnings)
+
+
+def read_prepared(run_dir: Path) -> PreparedData:
+    """The split and summary an earlier :func:`prepare_data` wrote (resume, DDP workers)."""
+    split_path = run_dir / SPLIT_FILE
+    if not split_path.exists():
+        raise TrainingDataError(
+            f"{split_path} is missing: it is written by the first process of a run (multi-node "
+            "training needs the run directory on a shared filesystem)"
+        )
+    table = pd.read_csv(split_path, dtype={"image_id": "object", "group_id": "object"})
+    summary_path = run_dir / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    return PreparedData(table, summary, list(summary.get("warnings", [])))
+
+
+def _check_classes(images: pd.DataFrame) -> None:
+    classes = images["label"].unique()
+    if len(classes) < 2:
+        raise TrainingDataError(
+            f"training needs at least two classes; every image is labelled {classes[0]!r}"
+        )
+
+
+def _check_split(table: pd.DataFrame) -> None:
+    train_classes = table.loc[table["split"] == "train", "label"].nunique()
+    if train_classes < 2:
+        raise TrainingDataError(
+            f"after cleaning and splitting, the training split holds {train_classes} class(es); "
+            "at least two are needed"
+        )
+    if not (table["split"] == "val").any():
+        raise TrainingDataError("the validation split is empty: add images or raise val_fraction")
+
+
+def _class_warnings(table: pd.DataFrame) -> list[str]:
+    warnings = []
+    for name in taxonomy.CLASSES:
+        rows = table[table["label"] == name]
+        if rows.empty:
+            continue
+        in_train = int((rows["split"] == "train").sum())
+        in_val = int((rows["split"] == "val").sum())
+        if in_train == 0:
+            warnings.append(f"class {name!r}: no training image ({len(rows)} held out); "
+                            "the model cannot learn it")
+        elif in_val == 0:
+            warnings.append(f"class {name!r}: {in_train} training image(s) and none in "
+                            "validation; its validation recall cannot be measured")
+        elif in_train < 5:
+            warnings.append(f"class {name!r}: only {in_train} training image(s)")
+    return warnings
+
+
+def _counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
+    return {
+        str(split): {str(k): int(v) for k, v in rows["label"].value_counts().sort_index().items()}
+        for split, rows in table.groupby("split")
+    }
+
+
+def _add_offline_augmentations(
+    table: pd.DataFrame,
+    config: TrainConfig,
+    preprocessing: Preprocessing,
+    run_dir: Path,
+    show_progress: bool,
+) -> tuple[pd.DataFrame, list]:
+    """The notebook's rebalancing, after the split: augmented copies of training images only."""
+    train = table[table["split"] == "train"]
+    loader = ResizedImageLoader(preprocessing, mode="none")
+    transform = build_train_transform(config.augmentation, preprocessing.image_size)
+    extra, skipped = generate_offline_augmentations(
+        train,
+        run_dir / OFFLINE_DIR,
+        per_class=config.balance.offline_per_class,
+        transform=transform,
+        loader=loader,
+        seed=config.seed,
+        show_progress=show_progress,
+    )
+    return pd.concat([table, extra], ignore_index=True), skipped

@@ -1,0 +1,295 @@
+"""One training run, end to end: data → Lightning fit → validation record → model bundle.
+
+A run directory holds::
+
+    config.yaml  run.json  split.csv  excluded.csv  skipped.csv  data_summary.json
+    metrics.csv  training_curves.png  confusion_matrix_val.png  validation_predictions.csv
+    checkpoints/{best,last}.ckpt  bundle/
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+from melanoscan import taxonomy
+from melanoscan.bundle import BundleMetadata, save_bundle
+from melanoscan.data.dataset import inverse_frequency_weights
+from melanoscan.models.factory import create_model, get_model_spec
+from melanoscan.preprocess import Preprocessing
+from melanoscan.training.callbacks import EpochRecorder
+from melanoscan.training.config import ConfigError, TrainConfig, load_config, save_config
+from melanoscan.training.datamodule import LesionDataModule
+from melanoscan.training.module import LesionClassifier
+from melanoscan.training.prepare import (
+    PreparedData,
+    TrainingDataError,
+    prepare_data,
+    read_prepared,
+)
+from melanoscan.training.validation import validation_record
+
+__all__ = [
+    "TrainResult",
+    "TrainingError",
+    "TrainingInputError",
+    "TrainingInterrupted",
+    "train",
+]
+
+CONFIG_FILE = "config.yaml"
+RUN_FILE = "run.json"
+LAST_CHECKPOINT = "checkpoints/last.ckpt"
+
+
+class TrainingError(Exception):
+    """A run cannot start or continue; the message says why and what to do."""
+
+
+class TrainingInputError(TrainingError):
+    """The data, the run directory or the resume request is unusable; nothing was trained."""
+
+
+class TrainingInterrupted(TrainingError):
+    """The run was interrupted (Ctrl-C); its checkpoints are kept for ``--resume``."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced.
+
+    Args:
+        run_dir: the run directory.
+        bundle_dir: the model bundle (``None`` on processes other than the first).
+        validation_metrics: figures of the best checkpoint on the validation split.
+        warnings: data problems that did not stop training.
+    """
+
+    run_dir: Path
+    bundle_dir: Path | None
+    validation_metrics: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def is_primary_process() -> bool:
+    """True outside DDP and on global rank 0 (Lightning sets these for the processes it starts)."""
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+
+
+def resume_hint(run_dir: Path) -> str:
+    return f"resume with: melanoscan train --out {run_dir} --resume"
+
+
+def train(
+    data: Sequence[Path] | None,
+    run_dir: Path,
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    show_progress: bool = True,
+    callbacks: Sequence[L.Callback] = (),
+) -> TrainResult:
+    """Train a model on ``data`` into ``run_dir`` (or resume the run there).
+
+    Args:
+        data: data sources; on resume ``None`` uses the run's own.
+        run_dir: where everything is written.
+        config: the run's settings (default :class:`TrainConfig`); ignored on resume.
+        resume: continue from ``run_dir``'s last checkpoint with its saved config and split.
+        show_progress: progress bars.
+        callbacks: extra Lightning callbacks.
+
+    Raises:
+        TrainingError: bad data, an existing run without ``resume``, a failed write (full disk),
+            or an interruption (:class:`TrainingInterrupted`).
+    """
+    run_dir = Path(run_dir)
+    primary = is_primary_process()
+    if resume:
+        config, data = _resumed_run(run_dir, data)
+    else:
+        config = config or TrainConfig()
+        if primary:
+            _start_run(run_dir, config, data)
+    preprocessing = Preprocessing.for_model(config.model.name, config.model.image_size)
+    prepared = _prepared(data, config, preprocessing, run_dir, primary and not resume,
+                         show_progress)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    datamodule = LesionDataModule(prepared.table, preprocessing, config)
+    module = _build_module(config, preprocessing, datamodule)
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best", monitor=config.monitor,
+        mode=_mode(config.monitor), save_last=True,
+    )
+    trainer = _trainer(config, run_dir, show_progress,
+                       [checkpoint, *_stopping(config), EpochRecorder(run_dir), *callbacks])
+    ckpt_path = run_dir / LAST_CHECKPOINT if resume else None
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:
+        # Lightning turns Ctrl-C into a graceful shutdown followed by sys.exit(1).
+        raise TrainingInterrupted(
+            f"training interrupted; checkpoints of completed epochs are in "
+            f"{run_dir / 'checkpoints'}; {resume_hint(run_dir)}"
+        ) from None
+    except OSError as exc:
+        raise TrainingError(
+            f"could not write to {exc.filename or run_dir}: {exc.strerror or exc}; "
+            f"free space (or fix permissions) and {resume_hint(run_dir)}"
+        ) from None
+    if not trainer.is_global_zero:
+        return TrainResult(run_dir, None, warnings=prepared.warnings)
+    best = checkpoint.best_model_path or str(run_dir / LAST_CHECKPOINT)
+    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    metrics = validation_record(module.model.cpu().eval(), datamodule, run_dir)
+    metrics["best_epoch"] = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"])
+    metrics["unreadable_during_training"] = sorted(
+        str(datamodule.train_set.table.loc[i, "path"]) for i in module.unreadable
+        if i < len(datamodule.train_set.table)
+    )
+    bundle_dir = _write_bundle(run_dir, config, preprocessing, prepared, module, metrics)
+    return TrainResult(run_dir, bundle_dir, metrics, prepared.warnings)
+
+
+def _start_run(run_dir: Path, config: TrainConfig, data: Sequence[Path] | None) -> None:
+    if not data:
+        raise TrainingInputError("no data source given (--data)")
+    if (run_dir / CONFIG_FILE).exists():
+        raise TrainingInputError(
+            f"{run_dir} already holds a run; pick a new --out, or {resume_hint(run_dir)}"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_dir / CONFIG_FILE)
+        (run_dir / RUN_FILE).write_text(json.dumps({"data": [str(d) for d in data]}) + "\n")
+    except OSError as exc:
+        raise TrainingError(f"cannot write to {run_dir}: {exc.strerror or exc}") from None
+
+
+def _resumed_run(
+    run_dir: Path, data: Sequence[Path] | None
+) -> tuple[TrainConfig, list[Path]]:
+    if not (run_dir / LAST_CHECKPOINT).exists():
+        raise TrainingInputError(
+            f"nothing to resume in {run_dir}: {LAST_CHECKPOINT} is missing (a run writes it "
+            "at the end of its first epoch)"
+        )
+    try:
+        config = load_config(run_dir / CONFIG_FILE)
+        saved = [Path(d) for d in json.loads((run_dir / RUN_FILE).read_text())["data"]]
+    except (ConfigError, OSError, ValueError, KeyError) as exc:
+        raise TrainingInputError(f"cannot resume {run_dir}: {exc}") from None
+    if data and [str(d) for d in data] != [str(d) for d in saved]:
+        raise TrainingInputError(f"{run_dir} was trained on {saved}; resume it with the same data")
+    return config, saved
+
+
+def _prepared(
+    data: Sequence[Path] | None,
+    config: TrainConfig,
+    preprocessing: Preprocessing,
+    run_dir: Path,
+    fresh: bool,
+    show_progress: bool,
+) -> PreparedData:
+    try:
+        if fresh:
+            return prepare_data(list(data or []), config, preprocessing, run_dir,
+                                show_progress=show_progress)
+        return read_prepared(run_dir)
+    except TrainingDataError as exc:
+        raise TrainingInputError(str(exc)) from None
+
+
+def model_kwargs(config: TrainConfig, preprocessing: Preprocessing) -> dict[str, Any]:
+    """The constructor arguments of the run's model (recorded in the bundle)."""
+    spec = get_model_spec(config.model.name)
+    return spec.constructor_kwargs(preprocessing.image_size, config.model.kwargs)
+
+
+def _build_module(
+    config: TrainConfig, preprocessing: Preprocessing, datamodule: LesionDataModule
+) -> LesionClassifier:
+    num_classes = len(taxonomy.CLASSES)
+    model = create_model(config.model.name, num_classes, pretrained=config.model.pretrained,
+                         **model_kwargs(config, preprocessing))
+    weights = None
+    if config.balance.strategy == "weighted_loss":
+        weights = inverse_frequency_weights(datamodule.train_set.labels, num_classes)
+    return LesionClassifier(model, num_classes, config.optim, class_weights=weights)
+
+
+def _mode(monitor: str) -> str:
+    return "min" if "loss" in monitor else "max"
+
+
+def _stopping(config: TrainConfig) -> list[L.Callback]:
+    if config.early_stopping_patience <= 0:
+        return []
+    return [EarlyStopping(monitor=config.monitor, mode=_mode(config.monitor),
+                          patience=config.early_stopping_patience)]
+
+
+def _trainer(
+    config: TrainConfig, run_dir: Path, show_progress: bool, callbacks: list[L.Callback]
+) -> L.Trainer:
+    distributed = config.devices * config.num_nodes > 1
+    precision = config.precision
+    if precision == "auto":
+        precision = "16-mixed" if torch.cuda.is_available() and config.accelerator != "cpu" else (
+            "32-true")
+    return L.Trainer(
+        max_epochs=config.epochs,
+        accelerator=config.accelerator,
+        devices=config.devices,
+        num_nodes=config.num_nodes,
+        strategy="ddp" if distributed else "auto",
+        precision=precision,  # type: ignore[arg-type]
+        deterministic=config.deterministic,
+        callbacks=callbacks,
+        logger=False,
+        default_root_dir=run_dir,
+        enable_progress_bar=show_progress,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+    )
+
+
+def _write_bundle(
+    run_dir: Path,
+    config: TrainConfig,
+    preprocessing: Preprocessing,
+    prepared: PreparedData,
+    module: LesionClassifier,
+    metrics: dict[str, Any],
+) -> Path:
+    training = dict(prepared.summary)
+    training["config"] = config.to_dict()
+    training["best_epoch"] = metrics.get("best_epoch")
+    metadata = BundleMetadata(
+        name=f"{config.model.name}-{run_dir.name}",
+        classes=list(taxonomy.CLASSES),
+        architecture={"name": config.model.name, "kwargs": model_kwargs(config, preprocessing)},
+        preprocessing=preprocessing.to_dict(),
+        training=training,
+        validation_metrics=metrics,
+    )
+    table = prepared.table
+    used = table[table["split"].isin(["train", "val"])]
+    try:
+        return save_bundle(run_dir / "bundle", module.model, metadata, training_images=used)
+    except OSError as exc:
+        raise TrainingError(
+            f"could not write the bundle to {run_dir / 'bundle'}: {exc.strerror or exc}; the "
+            f"checkpoints are kept in {run_dir / 'checkpoints'}"
+        ) from None
+

@@ -1,0 +1,112 @@
+"""The model bundle: save, load, predict the same; clear errors for bad bundles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import melanoscan
+from melanoscan import taxonomy
+from melanoscan.bundle import (
+    FORMAT_VERSION,
+    BundleError,
+    BundleMetadata,
+    load_bundle,
+    read_metadata,
+    save_bundle,
+    write_metadata,
+)
+from melanoscan.models import create_model
+from melanoscan.preprocess import Preprocessing
+from tests.conftest import random_image
+
+
+def _save(path: Path) -> tuple[torch.nn.Module, Preprocessing]:
+    torch.manual_seed(0)
+    recipe = Preprocessing.for_model("assignment_cnn", 32)
+    model = create_model("assignment_cnn", len(taxonomy.CLASSES), input_size=32).eval()
+    metadata = BundleMetadata(
+        name="tiny",
+        classes=list(taxonomy.CLASSES),
+        architecture={"name": "assignment_cnn", "kwargs": {"input_size": 32}},
+        preprocessing=recipe.to_dict(),
+        validation_metrics={"accuracy": 0.5},
+    )
+    hashes = pd.DataFrame({"content_hash": ["a", "b"], "label": ["nevus", "melanoma"],
+                           "split": ["train", "val"], "path": ["x", "y"]})
+    save_bundle(path, model, metadata, training_images=hashes)
+    return model, recipe
+
+
+def test_round_trip_predicts_the_same(tmp_path: Path) -> None:
+    model, recipe = _save(tmp_path / "b")
+    bundle = melanoscan.load_bundle(tmp_path / "b")
+    images = [random_image(i, (40, 30)) for i in range(3)]
+    inputs = torch.from_numpy(np.stack([recipe(im) for im in images]))
+    with torch.no_grad():
+        expected = torch.softmax(model(inputs), dim=1).numpy()
+    probabilities = bundle.predict_probabilities(images)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+    assert probabilities.shape == (3, 9)
+    assert bundle.classes == list(taxonomy.CLASSES)
+    assert bundle.metadata.calibration["temperature"] is None
+    assert list(bundle.training_images()["content_hash"]) == ["a", "b"]
+    assert "path" not in bundle.training_images().columns
+
+
+def test_temperature_softens_probabilities(tmp_path: Path) -> None:
+    _save(tmp_path / "b")
+    images = [random_image(1, (32, 32))]
+    before = load_bundle(tmp_path / "b").predict_probabilities(images)
+    metadata = read_metadata(tmp_path / "b")
+    metadata.calibration["temperature"] = 5.0
+    write_metadata(tmp_path / "b", metadata)
+    after = load_bundle(tmp_path / "b").predict_probabilities(images)
+    assert after.max() < before.max()
+    assert after.argmax() == before.argmax()
+
+
+def test_not_a_bundle(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match=r"not a model bundle: bundle.json is missing"):
+        load_bundle(tmp_path)
+
+
+def test_newer_format_is_refused(tmp_path: Path) -> None:
+    _save(tmp_path / "b")
+    meta = tmp_path / "b" / "bundle.json"
+    values = json.loads(meta.read_text())
+    values["format_version"] = FORMAT_VERSION + 1
+    meta.write_text(json.dumps(values))
+    with pytest.raises(BundleError, match=r"format 2, newer than this melanoscan .* reads .*; upgrade"):
+        load_bundle(tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "bundle.json").write_text("{not json"), "not valid JSON"),
+        (lambda d: (d / "bundle.json").write_text('{"format": "x"}'), "not melanoscan bundle"),
+        (lambda d: (d / "weights.pt").unlink(), "weights.pt is missing"),
+        (lambda d: (d / "weights.pt").write_bytes(b"garbage"), "does not load into"),
+    ],
+    ids=["bad-json", "foreign-json", "no-weights", "corrupt-weights"],
+)
+def test_broken_bundle(tmp_path: Path, damage, message: str) -> None:
+    _save(tmp_path / "b")
+    damage(tmp_path / "b")
+    with pytest.raises(BundleError, match=message):
+        load_bundle(tmp_path / "b")
+
+
+def test_weights_of_another_architecture(tmp_path: Path) -> None:
+    _save(tmp_path / "b")
+    metadata = read_metadata(tmp_path / "b")
+    metadata.architecture = {"name": "assignment_cnn", "kwargs": {"input_size": 64}}
+    write_metadata(tmp_path / "b", metadata)
+    with pytest.raises(BundleError, match="does not load into assignment_cnn"):
+        load_bundle(tmp_path / "b")

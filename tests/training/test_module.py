@@ -1,0 +1,25 @@
+"""Pieces of the training loop that have exact answers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from melanoscan.training.module import balanced_accuracy, warmup_cosine
+
+
+def test_balanced_accuracy_ignores_absent_classes() -> None:
+    # class 0: 3/4 right, class 1: 1/2 right, class 2: no images.
+    confusion = torch.tensor([[3, 1, 0], [1, 1, 0], [0, 0, 0]])
+    assert balanced_accuracy(confusion) == pytest.approx((0.75 + 0.5) / 2)
+    assert balanced_accuracy(torch.zeros(3, 3)) != balanced_accuracy(torch.zeros(3, 3))  # nan
+
+
+def test_warmup_then_cosine() -> None:
+    values = [warmup_cosine(s, warmup_steps=4, total_steps=14, min_ratio=0.1) for s in range(15)]
+    assert values[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert values[4] == pytest.approx(1.0)
+    assert values[9] == pytest.approx(0.1 + 0.9 * 0.5)
+    assert values[14] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(values[4:], values[5:], strict=False))
+    assert warmup_cosine(100, 4, 14, 0.1) == pytest.approx(0.1)
