@@ -82,7 +82,7 @@ def test_newer_format_is_refused(tmp_path: Path) -> None:
     values = json.loads(meta.read_text())
     values["format_version"] = FORMAT_VERSION + 1
     meta.write_text(json.dumps(values))
-    with pytest.raises(BundleError, match=r"format 2, newer than this melanoscan .* reads .*; upgrade"):
+    with pytest.raises(BundleError, match=r"format 2, newer than this melanoscan .*; upgrade"):
         load_bundle(tmp_path / "b")
 
 

@@ -14,8 +14,8 @@ Training writes it, calibration and export amend it, evaluation, prediction and 
 from __future__ import annotations
 
 import json
-import pickle
 import os
+import pickle
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path

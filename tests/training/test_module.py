@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -21,5 +23,5 @@ def test_warmup_then_cosine() -> None:
     assert values[4] == pytest.approx(1.0)
     assert values[9] == pytest.approx(0.1 + 0.9 * 0.5)
     assert values[14] == pytest.approx(0.1)
-    assert all(a >= b for a, b in zip(values[4:], values[5:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(values[4:]))
     assert warmup_cosine(100, 4, 14, 0.1) == pytest.approx(0.1)

@@ -42,9 +42,7 @@ class EpochRecorder(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.csv_path.exists() and trainer.ckpt_path:
-            previous = pd.read_csv(self.csv_path)
-            kept = previous[previous["epoch"] < trainer.current_epoch]
-            self._rows = kept.to_dict("records")
+            self._rows = pd.read_csv(self.csv_path).to_dict("records")
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
@@ -67,7 +65,8 @@ class EpochRecorder(L.Callback):
         pl_module.log("train_images_per_s", row["train_images_per_s"], prog_bar=True)
         if not trainer.is_global_zero:
             return
-        self._rows.append(row)
+        # After a resume, epochs that are being re-run replace their earlier rows.
+        self._rows = [r for r in self._rows if r["epoch"] < trainer.current_epoch] + [row]
         table = pd.DataFrame(self._rows, columns=list(EPOCH_COLUMNS))
         table.to_csv(self.csv_path, index=False)
         plot_training_curves(table, self.plot_path)

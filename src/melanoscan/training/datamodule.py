@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -10,6 +11,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
+from melanoscan.data.augment import augment as apply_augmentation
 from melanoscan.data.augment import build_train_transform
 from melanoscan.data.cache import ResizedImageLoader
 from melanoscan.data.dataset import LesionDataset, balanced_sample_weights
@@ -50,12 +52,9 @@ class LesionDataModule(L.LightningDataModule):
         transform = None
         if augment:
             pipeline = build_train_transform(
-                self.config.augmentation, self.preprocessing.image_size
+                self.config.augmentation, self.preprocessing.image_size, seed=self.config.seed
             )
-
-            def transform(pixels):  # type: ignore[no-untyped-def]
-                return pipeline(image=pixels)["image"]
-
+            transform = partial(apply_augmentation, pipeline)
         return LesionDataset(rows, self.loader, self.preprocessing, transform=transform)
 
     @property

@@ -63,8 +63,7 @@ class LesionClassifier(L.LightningModule):
         self.optim = optim
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
-        self.train_correct = 0
-        self.train_seen = 0
+        self.train_seen = 0  # images this process trained on in the current epoch
         self.unreadable: set[int] = set()
 
     def forward(self, images: Tensor) -> Tensor:
@@ -88,21 +87,16 @@ class LesionClassifier(L.LightningModule):
         if result is None:
             return None  # every image of the batch was unreadable: skip the step
         loss, logits, labels = result
-        self.train_correct += int((logits.argmax(dim=1) == labels).sum())
         self.train_seen += len(labels)
+        accuracy = (logits.argmax(dim=1) == labels).float().mean()
         self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=len(labels), sync_dist=True)
+        self.log("train_accuracy", accuracy, on_step=False, on_epoch=True,
                  batch_size=len(labels), sync_dist=True)
         return loss
 
     def on_train_epoch_start(self) -> None:
-        self.train_correct = 0
         self.train_seen = 0
-
-    def on_train_epoch_end(self) -> None:
-        counts = torch.tensor([self.train_correct, self.train_seen], device=self.device)
-        counts = self.all_gather(counts).reshape(-1, 2).sum(dim=0)
-        if counts[1] > 0:
-            self.log("train_accuracy", counts[0].float() / counts[1], sync_dist=False)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         result = self._loss(batch)

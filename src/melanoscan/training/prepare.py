@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from melanoscan import taxonomy
-from melanoscan.data.augment import build_train_transform
+from melanoscan.data.augment import augment, build_train_transform
 from melanoscan.data.cache import ResizedImageLoader
 from melanoscan.data.manifest import scan
 from melanoscan.data.offline_augment import generate_offline_augmentations
@@ -91,7 +92,7 @@ def prepare_data(
         raise TrainingDataError(f"cannot split the data: {exc}") from None
     table = result.table
     _check_split(table)
-    warnings = _class_warnings(table)
+    warnings = _class_warnings(table, result.excluded)
     skipped = manifest.skipped
     if config.balance.strategy == "offline":
         table, offline_skipped = _add_offline_augmentations(
@@ -146,10 +147,14 @@ def _check_split(table: pd.DataFrame) -> None:
         raise TrainingDataError("the validation split is empty: add images or raise val_fraction")
 
 
-def _class_warnings(table: pd.DataFrame) -> list[str]:
+def _class_warnings(table: pd.DataFrame, excluded: pd.DataFrame) -> list[str]:
     warnings = []
     for name in taxonomy.CLASSES:
         rows = table[table["label"] == name]
+        lost = excluded[excluded["label"] == name] if "label" in excluded else excluded[:0]
+        if rows.empty and not lost.empty:
+            reasons = "; ".join(sorted(set(lost["reason"])))
+            warnings.append(f"class {name!r}: all {len(lost)} image(s) excluded ({reasons})")
         if rows.empty:
             continue
         in_train = int((rows["split"] == "train").sum())
@@ -182,12 +187,14 @@ def _add_offline_augmentations(
     """The notebook's rebalancing, after the split: augmented copies of training images only."""
     train = table[table["split"] == "train"]
     loader = ResizedImageLoader(preprocessing, mode="none")
-    transform = build_train_transform(config.augmentation, preprocessing.image_size)
+    pipeline = build_train_transform(
+        config.augmentation, preprocessing.image_size, seed=config.seed
+    )
     extra, skipped = generate_offline_augmentations(
         train,
         run_dir / OFFLINE_DIR,
         per_class=config.balance.offline_per_class,
-        transform=transform,
+        transform=partial(augment, pipeline),
         loader=loader,
         seed=config.seed,
         show_progress=show_progress,

@@ -127,10 +127,16 @@ def train(
     module = _build_module(config, preprocessing, datamodule)
     checkpoint = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best", monitor=config.monitor,
-        mode=_mode(config.monitor), save_last=True,
+        mode=_mode(config.monitor), enable_version_counter=False,
     )
-    trainer = _trainer(config, run_dir, show_progress,
-                       [checkpoint, *_stopping(config), EpochRecorder(run_dir), *callbacks])
+    # Lightning's own save_last only writes when the best improves; resuming needs every epoch.
+    latest = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+        enable_version_counter=False,
+    )
+    trainer = _trainer(config, run_dir, show_progress, [
+        checkpoint, latest, *_stopping(config), EpochRecorder(run_dir), *callbacks
+    ])
     ckpt_path = run_dir / LAST_CHECKPOINT if resume else None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -153,8 +159,7 @@ def train(
     metrics = validation_record(module.model.cpu().eval(), datamodule, run_dir)
     metrics["best_epoch"] = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"])
     metrics["unreadable_during_training"] = sorted(
-        str(datamodule.train_set.table.loc[i, "path"]) for i in module.unreadable
-        if i < len(datamodule.train_set.table)
+        str(datamodule.train_set.paths[i]) for i in module.unreadable
     )
     bundle_dir = _write_bundle(run_dir, config, preprocessing, prepared, module, metrics)
     return TrainResult(run_dir, bundle_dir, metrics, prepared.warnings)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.metrics import confusion_matrix, roc_auc_score
 from torch import nn
@@ -35,7 +36,7 @@ def validation_record(model: nn.Module, datamodule: LesionDataModule, run_dir: P
     probabilities = softmax(np.concatenate(logits))
     readable = np.concatenate(ok).astype(bool)
     classes = list(taxonomy.CLASSES)
-    table = dataset.table[["path", "label"]].copy()
+    table = pd.DataFrame({"path": dataset.paths, "label": [classes[i] for i in dataset.labels]})
     table["predicted"] = [classes[i] for i in probabilities.argmax(axis=1)]
     table["readable"] = readable
     for i, name in enumerate(classes):

@@ -1,0 +1,105 @@
+"""Training augmentation: albumentations transforms on the output of ``Preprocessing.resize``.
+
+The transforms take and return ``uint8`` ``(S, S, 3)`` arrays, so a training image goes
+``resize -> augment -> normalise`` and validation images simply skip the middle step.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+# albumentations asks PyPI for a newer version on import; training must not touch the network.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch.utils.data
+
+if TYPE_CHECKING:
+    # Type-only: importing the training package here would make data <-> training circular.
+    from melanoscan.training.config import AugmentationConfig
+
+__all__ = ["augment", "build_train_transform"]
+
+
+class _WorkerSeededCompose(A.Compose):
+    """A Compose that gives each DataLoader worker its own random stream.
+
+    Workers receive copies of the dataset with the transform's random state inside, so without
+    this every worker (and, with non-persistent workers, every epoch) would replay the same
+    augmentation sequence. Torch hands each worker a distinct seed per epoch, derived from the
+    torch seed, so mixing it with the Compose seed stays reproducible.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._base_seed: int | None = self.seed
+        self._worker_seed: int | None = None
+
+    def __call__(self, *args: Any, **data: Any) -> dict[str, Any]:
+        info = torch.utils.data.get_worker_info()
+        if info is not None and info.seed != self._worker_seed:
+            self._worker_seed = info.seed
+            entropy = [info.seed] if self._base_seed is None else [self._base_seed, info.seed]
+            self.set_random_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+        return super().__call__(*args, **data)
+
+
+def build_train_transform(
+    config: AugmentationConfig, image_size: int, *, seed: int | None = None
+) -> A.Compose:
+    """The training augmentation for ``uint8`` ``(image_size, image_size, 3)`` arrays.
+
+    Transforms whose probability is 0 are left out, and the random resized crop when
+    ``crop_scale_min`` is 1, so an all-zero config is the identity. With ``seed`` the sequence
+    of augmentations is reproducible (per DataLoader worker, given the torch seed).
+    """
+    transforms: list[A.BasicTransform] = []
+    if config.crop_scale_min < 1.0:
+        transforms.append(
+            A.RandomResizedCrop(
+                size=(image_size, image_size),
+                scale=(config.crop_scale_min, 1.0),
+                ratio=(3 / 4, 4 / 3),
+                p=1.0,
+            )
+        )
+    if config.hflip > 0:
+        transforms.append(A.HorizontalFlip(p=config.hflip))
+    if config.vflip > 0:
+        transforms.append(A.VerticalFlip(p=config.vflip))
+    if config.rotate90 > 0:
+        transforms.append(A.RandomRotate90(p=config.rotate90))
+    if config.affine > 0:
+        transforms.append(
+            A.Affine(
+                translate_percent=(-config.shift, config.shift),
+                scale=(1.0 - config.scale, 1.0 + config.scale),
+                rotate=(-config.rotate, config.rotate),
+                keep_ratio=True,
+                border_mode=cv2.BORDER_REFLECT_101,
+                p=config.affine,
+            )
+        )
+    if config.color_jitter > 0:
+        transforms.append(
+            A.ColorJitter(
+                brightness=_around_one(config.brightness),
+                contrast=_around_one(config.contrast),
+                saturation=_around_one(config.saturation),
+                hue=(-config.hue, config.hue),
+                p=config.color_jitter,
+            )
+        )
+    return _WorkerSeededCompose(transforms, seed=seed)
+
+
+def augment(transform: A.Compose, pixels: np.ndarray) -> np.ndarray:
+    """Apply an albumentations transform to one ``uint8`` ``(H, W, 3)`` array."""
+    return transform(image=pixels)["image"]
+
+
+def _around_one(strength: float) -> tuple[float, float]:
+    return (max(0.0, 1.0 - strength), 1.0 + strength)

@@ -1,0 +1,173 @@
+"""End-to-end training runs on tiny generated data: bundle, record, resume, failures."""
+
+from __future__ import annotations
+
+import errno
+import signal
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+
+from melanoscan import load_bundle
+from melanoscan.data.images import load_rgb
+from melanoscan.training.config import load_config
+from melanoscan.training.datamodule import LesionDataModule
+from melanoscan.training.run import TrainingError, TrainingInputError, TrainingInterrupted, train
+from tests.training.conftest import make_class_folders, tiny_config
+
+
+def test_run_writes_record_and_a_bundle_that_predicts(tiny_data: Path, tmp_path: Path) -> None:
+    config = tiny_config()
+    result = train([tiny_data], tmp_path / "run", config, show_progress=False)
+    run = result.run_dir
+    for name in ("config.yaml", "split.csv", "excluded.csv", "skipped.csv", "metrics.csv",
+                 "training_curves.png", "confusion_matrix_val.png",
+                 "validation_predictions.csv", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
+        assert (run / name).exists(), name
+    assert load_config(run / "config.yaml") == config
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert list(metrics["epoch"]) == [0, 1]
+    assert metrics[["train_loss", "val_loss", "train_images_per_s"]].notna().all().all()
+
+    bundle = load_bundle(result.bundle_dir)
+    split = pd.read_csv(run / "split.csv")
+    used = split[split["split"].isin(["train", "val"])]
+    assert set(bundle.training_images()["content_hash"]) == set(used["content_hash"])
+    assert bundle.metadata.training["counts"]["val"]
+    assert bundle.metadata.validation_metrics["images"] == (split["split"] == "val").sum()
+
+    val = split[split["split"] == "val"]
+    images = [load_rgb(p) for p in val["path"]]
+    probabilities = bundle.predict_probabilities(images)
+    assert probabilities.shape == (len(val), 9)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    saved = pd.read_csv(run / "validation_predictions.csv")
+    np.testing.assert_allclose(saved[bundle.classes].to_numpy(), probabilities, atol=1e-5)
+
+
+def test_validation_input_equals_prediction_input(tiny_data: Path, tmp_path: Path) -> None:
+    result = train([tiny_data], tmp_path / "run", tiny_config(epochs=1), show_progress=False)
+    bundle = load_bundle(result.bundle_dir)
+    split = pd.read_csv(result.run_dir / "split.csv")
+    datamodule = LesionDataModule(split, bundle.preprocessing, tiny_config())
+    image, _, _, ok = datamodule.val_set[0]
+    expected = bundle.preprocessing(load_rgb(datamodule.val_set.paths[0]))
+    assert ok
+    np.testing.assert_array_equal(image.numpy(), expected)
+
+
+class _InterruptAtEpoch(L.Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    try:
+        with pytest.raises(TrainingInterrupted, match="resume with: melanoscan train"):
+            train([tiny_data], run, tiny_config(epochs=3), show_progress=False,
+                  callbacks=[_InterruptAtEpoch(2)])
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores SIGINT after
+    assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [0, 1]
+    assert not (run / "bundle").exists()
+    result = train(None, run, resume=True, show_progress=False)
+    assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [0, 1, 2]
+    assert load_bundle(result.bundle_dir).metadata.training["config"]["epochs"] == 3
+
+
+def test_full_disk_at_checkpoint_is_reported_and_resumable(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = L.Trainer.save_checkpoint
+
+    def save_or_fail(trainer: L.Trainer, path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if trainer.current_epoch >= 1:  # epoch 0 is saved; then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return original(trainer, path, *args, **kwargs)
+
+    monkeypatch.setattr(L.Trainer, "save_checkpoint", save_or_fail)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match="No space left on device.*resume with"):
+        train([tiny_data], run, tiny_config(), show_progress=False)
+    monkeypatch.setattr(L.Trainer, "save_checkpoint", original)
+    result = train(None, run, resume=True, show_progress=False)
+    assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [0, 1]
+    assert result.bundle_dir is not None and (result.bundle_dir / "weights.pt").exists()
+
+
+class _DeleteFirstTrainingImage(L.Callback):
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        Path(trainer.datamodule.train_set.paths[0]).unlink()
+
+
+def test_unreadable_image_mid_run_is_skipped(tiny_data: Path, tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        # No cache, and plain shuffling so that every image is read in every epoch.
+        config = tiny_config(**{"data.cache": "none", "balance.strategy": "none"})
+        result = train([tiny_data], tmp_path / "run", config, show_progress=False,
+                       callbacks=[_DeleteFirstTrainingImage()])
+    gone = result.validation_metrics["unreadable_during_training"]
+    assert len(gone) == 1 and not Path(gone[0]).exists()
+    assert (result.bundle_dir / "weights.pt").exists()
+
+
+def test_existing_run_is_not_overwritten(tiny_data: Path, tmp_path: Path) -> None:
+    train([tiny_data], tmp_path / "run", tiny_config(epochs=1), show_progress=False)
+    with pytest.raises(TrainingInputError, match="already holds a run"):
+        train([tiny_data], tmp_path / "run", tiny_config(epochs=1), show_progress=False)
+
+
+def test_nothing_to_resume(tmp_path: Path) -> None:
+    with pytest.raises(TrainingInputError, match="nothing to resume"):
+        train(None, tmp_path / "run", resume=True, show_progress=False)
+
+
+@pytest.mark.parametrize(
+    ("classes", "per_class", "message"),
+    [
+        (("melanoma",), 6, "at least two classes"),
+        ((), 0, "no readable image"),
+    ],
+    ids=["one-class", "no-images"],
+)
+def test_unusable_data(tmp_path: Path, classes, per_class: int, message: str) -> None:
+    data = make_class_folders(tmp_path / "data", per_class, classes)
+    data.mkdir(exist_ok=True)
+    (data / "nevus").mkdir(exist_ok=True)
+    (data / "nevus" / "broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(TrainingInputError, match=message):
+        train([data], tmp_path / "run", tiny_config(), show_progress=False)
+
+
+def test_class_with_a_single_image_warns(tmp_path: Path) -> None:
+    data = make_class_folders(tmp_path / "data", 6, ("melanoma", "nevus"))
+    make_class_folders(tmp_path / "data", 1, ("dermatofibroma",), seed=1000)
+    result = train([data], tmp_path / "run", tiny_config(epochs=1), show_progress=False)
+    assert any("'dermatofibroma'" in w for w in result.warnings)
+
+
+def test_class_lost_to_exclusions_warns(tmp_path: Path) -> None:
+    data = make_class_folders(tmp_path / "data", 6, ("melanoma", "nevus"))
+    copy = make_class_folders(tmp_path / "copy", 1, ("dermatofibroma",))  # = melanoma_0's pixels
+    result = train([data, copy], tmp_path / "run", tiny_config(epochs=1), show_progress=False)
+    assert any("'dermatofibroma': all 1 image(s) excluded" in w for w in result.warnings)
+
+
+def test_offline_augmentation_touches_training_split_only(tiny_data: Path, tmp_path: Path) -> None:
+    config = tiny_config(epochs=1, **{"balance.strategy": "offline",
+                                      "balance.offline_per_class": 10})
+    result = train([tiny_data], tmp_path / "run", config, show_progress=False)
+    split = pd.read_csv(result.run_dir / "split.csv")
+    augmented = split[split["source"] == "offline_augmentation"]
+    assert len(augmented) > 0 and set(augmented["split"]) == {"train"}
+    assert split[split["split"] == "train"]["label"].value_counts().min() >= 10
+    val_paths = set(split.loc[split["split"] == "val", "path"])
+    assert not set(augmented["augmented_from"]) & val_paths
