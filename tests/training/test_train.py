@@ -95,7 +95,7 @@ def test_full_disk_at_checkpoint_is_reported_and_resumable(
 
     monkeypatch.setattr(L.Trainer, "save_checkpoint", save_or_fail)
     run = tmp_path / "run"
-    with pytest.raises(TrainingError, match="No space left on device.*resume with"):
+    with pytest.raises(TrainingError, match=r"No space left on device.*resume with"):
         train([tiny_data], run, tiny_config(), show_progress=False)
     monkeypatch.setattr(L.Trainer, "save_checkpoint", original)
     result = train(None, run, resume=True, show_progress=False)
