@@ -6,6 +6,7 @@ Exit codes: 0 success; 2 bad input (missing or unreadable data source, bad optio
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -220,6 +221,8 @@ def train(
         resolved = None if resume else apply_overrides(load_config(config), {**pairs, **chosen})
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    if quiet:
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     try:
         result = run_training(data, out, resolved, resume=resume, show_progress=not quiet)
     except TrainingInterrupted as exc:

@@ -62,7 +62,8 @@ class EpochRecorder(L.Callback):
             "train_images_per_s": seen / seconds if seconds > 0 else float("nan"),
             "epoch_seconds": seconds,
         }
-        pl_module.log("train_images_per_s", row["train_images_per_s"], prog_bar=True)
+        pl_module.log("train_images_per_s", row["train_images_per_s"], prog_bar=True,
+                      sync_dist=True)
         if not trainer.is_global_zero:
             return
         # After a resume, epochs that are being re-run replace their earlier rows.

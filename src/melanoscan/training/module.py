@@ -113,8 +113,10 @@ class LesionClassifier(L.LightningModule):
         total = confusion.sum()
         if total == 0:
             return
-        self.log("val_accuracy", confusion.diagonal().sum().float() / total)
-        self.log("val_balanced_accuracy", balanced_accuracy(confusion), prog_bar=True)
+        # Equal on every process already; sync_dist only keeps Lightning from warning.
+        self.log("val_accuracy", confusion.diagonal().sum().float() / total, sync_dist=True)
+        self.log("val_balanced_accuracy", balanced_accuracy(confusion), prog_bar=True,
+                 sync_dist=True)
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         optimizer_class = torch.optim.AdamW if self.optim.optimizer == "adamw" else torch.optim.Adam

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,8 @@ def train(
     """
     run_dir = Path(run_dir)
     primary = is_primary_process()
+    # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing for users to do.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     if resume:
         config, data = _resumed_run(run_dir, data)
     else:
