@@ -21,6 +21,7 @@ EPOCH_COLUMNS = (
     "val_balanced_accuracy",
     "lr",
     "train_images_per_s",
+    "train_seconds",
     "epoch_seconds",
 )
 
@@ -38,6 +39,7 @@ class EpochRecorder(L.Callback):
         self.csv_path = run_dir / "metrics.csv"
         self.plot_path = run_dir / "training_curves.png"
         self._epoch_start = 0.0
+        self._train_end: float | None = None
         self._rows: list[dict[str, float]] = []
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -46,9 +48,16 @@ class EpochRecorder(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
+        self._train_end = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._train_end = time.perf_counter()  # validation runs at the end of the epoch
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        seconds = time.perf_counter() - self._epoch_start
+        now = time.perf_counter()
+        seconds = now - self._epoch_start
+        train_seconds = (self._train_end or now) - self._epoch_start
         seen = getattr(pl_module, "train_seen", 0) * trainer.world_size
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         row = {
@@ -59,7 +68,8 @@ class EpochRecorder(L.Callback):
             "val_accuracy": metrics.get("val_accuracy", float("nan")),
             "val_balanced_accuracy": metrics.get("val_balanced_accuracy", float("nan")),
             "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else 0.0,
-            "train_images_per_s": seen / seconds if seconds > 0 else float("nan"),
+            "train_images_per_s": seen / train_seconds if train_seconds > 0 else float("nan"),
+            "train_seconds": train_seconds,
             "epoch_seconds": seconds,
         }
         pl_module.log("train_images_per_s", row["train_images_per_s"], prog_bar=True,
