@@ -165,3 +165,21 @@ def test_too_few_groups_is_a_clear_error() -> None:
     ).assign(taxonomy="isic9", image_id=None, group_id=None, source="s", source_label="-")
     with pytest.raises(ValueError, match="independent image groups"):
         kfold_split(table, k=3)
+
+
+@given(per_class=st.integers(1, 4), seed=st.integers(0, 100))
+@SETTINGS
+def test_tiny_datasets_still_split(per_class: int, seed: int) -> None:
+    # Every class smaller than the number of folds: sklearn refuses, the fallback deals groups.
+    labels = [name for name in CLASSES for _ in range(per_class)]
+    table = pd.DataFrame(
+        {"path": [f"p{i}" for i in range(len(labels))], "label": labels, "split": None,
+         "content_hash": [f"h{i}" for i in range(len(labels))]}
+    ).assign(taxonomy="isic9", image_id=None, group_id=None, source="s", source_label="-")
+    table.loc[0, "content_hash"] = table.loc[len(labels) - 1, "content_hash"] = "shared"
+    result = train_val_split(table, val_fraction=0.2, seed=seed,
+                             policy=CleaningPolicy(exclude_label_conflicts=False))
+    split = result.table["split"]
+    assert set(split) == {"train", "val"}
+    assert 0.05 * len(labels) <= (split == "val").sum() <= 0.45 * len(labels)
+    _assert_no_group_straddles(result.table, "split")

@@ -156,6 +156,10 @@ def _stratified_group_folds(rows: pd.DataFrame, k: int, seed: int) -> np.ndarray
         raise ValueError(
             f"cannot make {k} folds from {rows['leak_group'].nunique()} independent image groups"
         )
+    if rows["label"].value_counts().max() < k:
+        # sklearn refuses when every class is smaller than k (tiny datasets): deal each class's
+        # groups round the folds instead, which keeps the classes spread across them.
+        return _dealt_folds(rows, k, seed)
     folds = np.full(len(rows), -1)
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
@@ -165,6 +169,18 @@ def _stratified_group_folds(rows: pd.DataFrame, k: int, seed: int) -> np.ndarray
         for fold, (_, held_out) in enumerate(splits):
             folds[held_out] = fold
     return folds
+
+
+def _dealt_folds(rows: pd.DataFrame, k: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    group_label = rows.groupby("leak_group")["label"].first()
+    fold_of_group: dict[object, int] = {}
+    cursor = int(rng.integers(k))  # one cursor across classes keeps the fold sizes even
+    for _, groups in group_label.groupby(group_label):
+        for group in rng.permutation(groups.index.to_numpy()):
+            fold_of_group[group] = cursor % k
+            cursor += 1
+    return rows["leak_group"].map(fold_of_group).to_numpy()
 
 
 def _conflicted_rows(table: pd.DataFrame) -> np.ndarray:

@@ -33,8 +33,11 @@ PRETRAINED_MEAN: tuple[float, float, float] = (127.0 / 255.0,) * 3
 PRETRAINED_STD: tuple[float, float, float] = (128.0 / 255.0,) * 3
 PRETRAINED_NUM_CLASSES = 1000
 
-# TF batch norm: momentum 0.99 (PyTorch counts the other way) and epsilon 1e-3.
-_BN_MOMENTUM = 0.01
+# Epsilon 1e-3 as in TF. Momentum: TF trained with 0.99 (0.01 in PyTorch's convention), but
+# fine-tuning a few hundred steps with it leaves the running statistics far behind the weights
+# (measured on isic9: validation loss 3.8 against training loss 1.1 after two epochs), so we use
+# PyTorch's 0.1. Inference with the pretrained statistics is unaffected.
+_BN_MOMENTUM = 0.1
 _BN_EPS = 1e-3
 _STEM_CHANNELS = 32
 _HEAD_CHANNELS = 1280

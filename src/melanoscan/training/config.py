@@ -15,6 +15,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from melanoscan.models.factory import MODEL_NAMES
+
 __all__ = [
     "AugmentationConfig",
     "BalanceConfig",
@@ -197,6 +199,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         checks = [
+            (
+                self.model.name in MODEL_NAMES,
+                f"unknown model {self.model.name!r}; known models: {', '.join(MODEL_NAMES)}",
+            ),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.devices >= 1 and self.num_nodes >= 1, "devices and num_nodes must be >= 1"),

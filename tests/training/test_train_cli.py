@@ -1,0 +1,73 @@
+"""`melanoscan train` on the command line: a tiny model, a few generated images, seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from melanoscan import load_bundle
+from melanoscan.cli import app
+from melanoscan.training.config import load_config
+from tests.conftest import EXAMPLES
+
+runner = CliRunner()
+TINY = ["--model", "assignment_cnn", "--no-pretrained", "--image-size", "32", "--epochs", "1",
+        "--batch-size", "8", "-q", "--set", "data.num_workers=0", "--set", "data.cache=memory"]
+
+
+def test_train_on_the_examples_then_predict(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", "--data", str(EXAMPLES), "--out", str(out), *TINY,
+                                 "--set", "optim.label_smoothing=0.1"])
+    assert result.exit_code == 0, result.output
+    assert "Model bundle:" in result.stdout
+    config = load_config(out / "config.yaml")
+    assert (config.model.name, config.optim.label_smoothing, config.epochs) == (
+        "assignment_cnn", 0.1, 1)
+    bundle = load_bundle(out / "bundle")
+    assert bundle.preprocessing.image_size == 32
+
+
+def test_runs_with_the_same_seed_are_identical(tiny_data: Path, tmp_path: Path) -> None:
+    weights = []
+    for name in ("a", "b"):
+        args = ["train", "--data", str(tiny_data), "--out", str(tmp_path / name), *TINY,
+                "--epochs", "2", "--set", "deterministic=true"]
+        assert runner.invoke(app, args).exit_code == 0
+        weights.append(torch.load(tmp_path / name / "bundle" / "weights.pt", weights_only=True))
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key
+    assert (tmp_path / "a" / "metrics.csv").read_text().split(",")[:11] == (
+        tmp_path / "b" / "metrics.csv").read_text().split(",")[:11]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "optim.lrate=1"], "unknown config key 'optim.lrate'"),
+        (["--set", "epochs"], "must look like key.sub=value"),
+        (["--balance", "smote"], "balance.strategy must be one of"),
+        (["--model", "resnet50"], "unknown model 'resnet50'"),
+    ],
+)
+def test_bad_options_exit_2(tiny_data: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"),
+                                 *TINY, *args])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_bad_data_exit_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "missing"),
+                                 "--out", str(tmp_path / "r"), *TINY])
+    assert result.exit_code == 2
+    assert "data source not found" in result.output
+
+
+def test_resume_takes_no_options(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", "--out", str(tmp_path), "--resume", "--epochs", "3"])
+    assert result.exit_code == 2
+    assert "saved config" in result.output
