@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -71,3 +76,24 @@ def test_resume_takes_no_options(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", "--out", str(tmp_path), "--resume", "--epochs", "3"])
     assert result.exit_code == 2
     assert "saved config" in result.output
+
+
+def test_ctrl_c_exits_130_and_the_run_resumes(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "melanoscan", "train", "--data", str(tiny_data),
+               "--out", str(out), *TINY, "--epochs", "200"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "last.ckpt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "resume with: melanoscan train" in " ".join(stderr.split())
+    epochs_done = len(pd.read_csv(out / "metrics.csv"))
+    assert 1 <= epochs_done < 200
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("epochs: 200", f"epochs: {epochs_done + 1}"))
+    result = runner.invoke(app, ["train", "--out", str(out), "--resume", "-q"])
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(out / "metrics.csv")) == epochs_done + 1

@@ -117,6 +117,7 @@ def train(
     # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing for users to do.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     if resume:
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* is not empty")
         config, data = _resumed_run(run_dir, data)
     else:
         config = config or TrainConfig()
