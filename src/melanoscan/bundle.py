@@ -28,6 +28,7 @@ from PIL import Image
 from torch import nn
 
 from melanoscan import __version__
+from melanoscan.evaluation.calibration import softmax
 from melanoscan.models.factory import create_model
 from melanoscan.preprocess import Preprocessing
 
@@ -130,7 +131,7 @@ class Bundle:
         if not images:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
         inputs = np.stack([self.preprocessing(image) for image in images])
-        return softmax(self.logits(inputs) / self.temperature)
+        return softmax(self.logits(inputs), self.temperature)
 
     def training_images(self) -> pd.DataFrame:
         """Content hash, label and split of every image trained or validated on."""
@@ -138,12 +139,6 @@ class Bundle:
         if not path.exists():
             return pd.DataFrame(columns=["content_hash", "label", "split"])
         return pd.read_csv(path)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def save_bundle(

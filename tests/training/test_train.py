@@ -47,6 +47,14 @@ def test_run_writes_record_and_a_bundle_that_predicts(tiny_data: Path, tmp_path:
     saved = pd.read_csv(run / "validation_predictions.csv")
     np.testing.assert_allclose(saved[bundle.classes].to_numpy(), probabilities, atol=1e-5)
 
+    # Calibrated on the validation split: the alert reaches the target sensitivity there.
+    calibration = bundle.metadata.calibration
+    assert calibration["temperature"] > 0 and calibration["target_sensitivity"] == 0.95
+    melanoma = (saved["label"] == "melanoma").to_numpy()
+    assert melanoma.any()
+    alerts = saved["melanoma"].to_numpy() >= calibration["alert_threshold"]
+    assert alerts[melanoma].mean() >= 0.95
+
 
 def test_validation_input_equals_prediction_input(tiny_data: Path, tmp_path: Path) -> None:
     result = train([tiny_data], tmp_path / "run", tiny_config(epochs=1), show_progress=False)

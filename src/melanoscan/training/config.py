@@ -176,6 +176,8 @@ class TrainConfig:
         accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
         devices: devices per node; more than one runs DDP.
         num_nodes: machines; more than one runs DDP across nodes.
+        alert_sensitivity: melanoma sensitivity the alert threshold is chosen to reach on the
+            validation split at the end of the run.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -193,6 +195,7 @@ class TrainConfig:
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1
+    alert_sensitivity: float = 0.95
 
     def __post_init__(self) -> None:
         self.validate()
@@ -217,6 +220,7 @@ class TrainConfig:
             (self.optim.lr > 0, "optim.lr must be positive"),
             (0.0 <= self.optim.label_smoothing < 1.0, "optim.label_smoothing must be in [0, 1)"),
             (0.0 < self.augmentation.crop_scale_min <= 1.0, "crop_scale_min must be in (0, 1]"),
+            (0.0 < self.alert_sensitivity <= 1.0, "alert_sensitivity must be in (0, 1]"),
             (self.monitor.startswith("val_"), "monitor must be a validation metric (val_...)"),
         ]
         for ok, message in checks:

@@ -160,12 +160,13 @@ def train(
     best = checkpoint.best_model_path or str(run_dir / LAST_CHECKPOINT)
     state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)
-    metrics = validation_record(module.model.cpu().eval(), datamodule, run_dir)
+    metrics, calibration = validation_record(module.model.cpu().eval(), datamodule, run_dir)
     metrics["best_epoch"] = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"])
     metrics["unreadable_during_training"] = sorted(
         str(datamodule.train_set.paths[i]) for i in module.unreadable
     )
-    bundle_dir = _write_bundle(run_dir, config, preprocessing, prepared, module, metrics)
+    bundle_dir = _write_bundle(run_dir, config, preprocessing, prepared, module, metrics,
+                               calibration)
     return TrainResult(run_dir, bundle_dir, metrics, prepared.warnings)
 
 
@@ -280,6 +281,7 @@ def _write_bundle(
     prepared: PreparedData,
     module: LesionClassifier,
     metrics: dict[str, Any],
+    calibration: dict[str, Any],
 ) -> Path:
     training = dict(prepared.summary)
     training["config"] = config.to_dict()
@@ -291,6 +293,7 @@ def _write_bundle(
         preprocessing=preprocessing.to_dict(),
         training=training,
         validation_metrics=metrics,
+        calibration=calibration,
     )
     table = prepared.table
     used = table[table["split"].isin(["train", "val"])]

@@ -13,28 +13,42 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from melanoscan import taxonomy
-from melanoscan.bundle import softmax
+from melanoscan.evaluation.calibration import (
+    alert_threshold,
+    expected_calibration_error,
+    fit_temperature,
+    softmax,
+)
 from melanoscan.evaluation.plots import plot_confusion_matrix
 from melanoscan.training.datamodule import LesionDataModule
 
-__all__ = ["validation_record"]
+__all__ = ["calibrate", "validation_record"]
 
 
 @torch.inference_mode()
-def validation_record(model: nn.Module, datamodule: LesionDataModule, run_dir: Path) -> dict:
-    """Score ``model`` on the validation split; write predictions and the confusion matrix.
+def validation_record(
+    model: nn.Module, datamodule: LesionDataModule, run_dir: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Score ``model`` on the validation split, calibrate it there, write the record.
 
-    Returns the metrics stored in the bundle: accuracy, balanced accuracy, per-class recall,
-    precision and support, the confusion matrix and the melanoma-vs-rest ROC AUC.
+    Returns ``(metrics, calibration)`` for the bundle: accuracy, balanced accuracy, per-class
+    recall, precision and support, the confusion matrix and the melanoma-vs-rest ROC AUC; and
+    the temperature and melanoma alert threshold fitted on the same images (see
+    :func:`calibrate`). ``validation_predictions.csv`` holds calibrated probabilities.
     """
     dataset = datamodule.val_set
     loader = DataLoader(dataset, batch_size=datamodule.config.batch_size, num_workers=0)
-    logits, ok = [], []
+    batches, ok = [], []
     for images, _, _, batch_ok in loader:
-        logits.append(model(images).float().numpy())
+        batches.append(model(images).float().numpy())
         ok.append(batch_ok.numpy())
-    probabilities = softmax(np.concatenate(logits))
+    logits = np.concatenate(batches)
     readable = np.concatenate(ok).astype(bool)
+    calibration = calibrate(
+        logits[readable], dataset.labels[readable], datamodule.config.alert_sensitivity,
+        fitted_on=f"validation split of training run {run_dir.name}",
+    )
+    probabilities = softmax(logits, calibration["temperature"])
     classes = list(taxonomy.CLASSES)
     table = pd.DataFrame({"path": dataset.paths, "label": [classes[i] for i in dataset.labels]})
     table["predicted"] = [classes[i] for i in probabilities.argmax(axis=1)]
@@ -48,7 +62,32 @@ def validation_record(model: nn.Module, datamodule: LesionDataModule, run_dir: P
     confusion = np.asarray(metrics["confusion_matrix"])
     plot_confusion_matrix(confusion, classes, run_dir / "confusion_matrix_val.png",
                           title="Validation")
-    return metrics
+    return metrics, calibration
+
+
+def calibrate(
+    logits: np.ndarray, labels: np.ndarray, target_sensitivity: float, fitted_on: str
+) -> dict[str, Any]:
+    """Temperature (minimum log loss) and the melanoma alert threshold reaching the target.
+
+    The threshold applies to the calibrated melanoma probability; it is ``None`` when the
+    images hold no melanoma.
+    """
+    temperature = fit_temperature(logits, labels)
+    calibrated = softmax(logits, temperature)
+    melanoma = taxonomy.CLASSES.index(taxonomy.MELANOMA)
+    is_melanoma = labels == melanoma
+    threshold = None
+    if is_melanoma.any():
+        threshold = alert_threshold(calibrated[:, melanoma], is_melanoma, target_sensitivity)
+    return {
+        "temperature": temperature,
+        "alert_threshold": threshold,
+        "target_sensitivity": target_sensitivity,
+        "fitted_on": f"{fitted_on} ({len(labels)} images, {int(is_melanoma.sum())} melanoma)",
+        "ece_before": expected_calibration_error(softmax(logits), labels),
+        "ece_after": expected_calibration_error(calibrated, labels),
+    }
 
 
 def _metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict[str, Any]:
