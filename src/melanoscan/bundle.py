@@ -38,8 +38,10 @@ __all__ = [
     "Bundle",
     "BundleError",
     "BundleMetadata",
+    "default_bundle_path",
     "load_bundle",
     "read_metadata",
+    "resolve_bundle_path",
     "save_bundle",
     "write_metadata",
 ]
@@ -199,6 +201,27 @@ def read_metadata(path: Path | str) -> BundleMetadata:
         return BundleMetadata(**{k: v for k, v in values.items() if k in known})
     except TypeError as exc:
         raise BundleError(f"{meta_path} is incomplete: {exc}") from None
+
+
+def default_bundle_path() -> Path:
+    """Where the model shipped inside the package lives."""
+    return Path(__file__).parent / "model"
+
+
+def resolve_bundle_path(path: Path | str | None) -> Path:
+    """``path``, or the shipped model when ``None``.
+
+    Raises:
+        BundleError: ``None`` given and no model ships with this installation.
+    """
+    if path is not None:
+        return Path(path)
+    shipped = default_bundle_path()
+    if not (shipped / METADATA_FILE).is_file():
+        raise BundleError(
+            "no model is bundled with this melanoscan yet; pass --model RUN_DIR/bundle"
+        )
+    return shipped
 
 
 def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> Bundle:

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from sklearn.metrics import (
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
 
-__all__ = ["Estimate", "balanced_accuracy", "bootstrap"]
+__all__ = [
+    "Estimate",
+    "accuracy",
+    "balanced_accuracy",
+    "bootstrap",
+    "classification_metrics",
+    "melanoma_metrics",
+    "specificity_at_sensitivity",
+]
 
 
 @dataclass(frozen=True)
@@ -69,3 +84,120 @@ def bootstrap(
         return Estimate(value, float("nan"), float("nan"))
     low, high = np.percentile(values, [2.5, 97.5])
     return Estimate(value, float(low), float(high))
+
+
+def accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    return float(np.mean(labels == predicted))
+
+
+def specificity_at_sensitivity(
+    scores: np.ndarray, positive: np.ndarray, sensitivity: float
+) -> float | None:
+    """Best specificity among thresholds whose sensitivity reaches ``sensitivity``."""
+    if positive.all() or not positive.any():
+        return None
+    fpr, tpr, _ = roc_curve(positive, scores)
+    reaching = tpr >= sensitivity - 1e-12
+    return float(1.0 - fpr[reaching].min())
+
+
+def classification_metrics(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    *,
+    positive_class: str,
+    alert_threshold: float | None,
+    samples: int = 1000,
+) -> dict[str, Any]:
+    """Every figure of the evaluation report for one set of predictions.
+
+    Args:
+        labels: true class index per image (into ``classes``).
+        probabilities: ``(N, len(classes))`` probabilities.
+        classes: the scoring classes (9 names, or the 7 ISIC 2018 codes).
+        positive_class: the melanoma class in ``classes``.
+        alert_threshold: melanoma alert threshold on ``probabilities`` (``None``: not set).
+        samples: bootstrap resamples for the 95% intervals.
+    """
+    predicted = probabilities.argmax(axis=1)
+    k = len(classes)
+    confusion = confusion_matrix(labels, predicted, labels=range(k))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=range(k), zero_division=np.nan
+    )
+    per_class = {}
+    for i, name in enumerate(classes):
+        positives = labels == i
+        auc = None
+        if 0 < positives.sum() < len(labels):
+            auc = float(roc_auc_score(positives, probabilities[:, i]))
+        per_class[name] = {
+            "precision": _number(precision[i]),
+            "recall": _number(recall[i]) if support[i] else None,
+            "f1": _number(f1[i]) if support[i] else None,
+            "support": int(support[i]),
+            "auc": auc,
+        }
+    return {
+        "images": len(labels),
+        "accuracy": bootstrap(accuracy, labels, predicted, samples=samples).to_dict(),
+        "balanced_accuracy": bootstrap(
+            balanced_accuracy, labels, predicted, samples=samples
+        ).to_dict(),
+        "macro_auc": _macro_auc(labels, probabilities, samples),
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+        "melanoma": melanoma_metrics(
+            labels == list(classes).index(positive_class),
+            probabilities[:, list(classes).index(positive_class)],
+            alert_threshold,
+            samples,
+        ),
+    }
+
+
+def melanoma_metrics(
+    positive: np.ndarray, scores: np.ndarray, threshold: float | None, samples: int = 1000
+) -> dict[str, Any]:
+    """Melanoma vs rest: AUC, sensitivity and specificity at the alert threshold, and the
+    specificity reachable at 90% and 95% sensitivity."""
+    both = 0 < positive.sum() < len(positive)
+    result: dict[str, Any] = {
+        "positives": int(positive.sum()),
+        "auc": bootstrap(roc_auc_score, positive, scores, samples=samples).to_dict()
+        if both else None,
+        "threshold": threshold,
+        "sensitivity": None,
+        "specificity": None,
+        "specificity_at_sensitivity": {
+            f"{s:.2f}": specificity_at_sensitivity(scores, positive, s) for s in (0.90, 0.95)
+        },
+    }
+    if threshold is not None:
+        alert = scores >= threshold
+        if positive.any():
+            result["sensitivity"] = bootstrap(np.mean, alert[positive], samples=samples).to_dict()
+        if (~positive).any():
+            result["specificity"] = bootstrap(
+                lambda a: float(np.mean(~a)), alert[~positive], samples=samples
+            ).to_dict()
+    return result
+
+
+def _macro_auc(labels: np.ndarray, probabilities: np.ndarray, samples: int) -> dict | None:
+    """Mean one-vs-rest AUC over the classes present (needs at least two)."""
+
+    def macro(y: np.ndarray, p: np.ndarray) -> float:
+        aucs = [roc_auc_score(y == c, p[:, c]) for c in np.unique(y)]
+        if len(aucs) < 2:
+            raise ValueError("one class only")
+        return float(np.mean(aucs))
+
+    if len(np.unique(labels)) < 2:
+        return None
+    return bootstrap(macro, labels, probabilities, samples=samples).to_dict()
+
+
+def _number(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)

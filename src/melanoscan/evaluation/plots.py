@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -10,10 +10,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from melanoscan.taxonomy import DISPLAY_NAMES
+from melanoscan.evaluation.calibration import expected_calibration_error
+from melanoscan.taxonomy import DISPLAY_NAMES, MELANOMA
 
-__all__ = ["plot_confusion_matrix"]
+__all__ = ["plot_confusion_matrix", "plot_reliability", "plot_roc_curves"]
 
 
 def plot_confusion_matrix(
@@ -34,6 +36,132 @@ def plot_confusion_matrix(
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
         ax.set_yticks(range(len(names)), names)
         ax.set(title=f"{title} ({subtitle})", xlabel="predicted", ylabel="true")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _positive_index(classes: Sequence[str], positive: str) -> int:
+    """Column of ``positive``; "melanoma" and its ISIC 2018 code "mel" stand for each other."""
+    aliases = (MELANOMA, "mel") if positive in (MELANOMA, "mel") else (positive,)
+    for name in (positive, *aliases):
+        if name in classes:
+            return list(classes).index(name)
+    raise ValueError(f"positive class {positive!r} is not among the classes {list(classes)}")
+
+
+def plot_roc_curves(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    path: Path,
+    positive: str = MELANOMA,
+    operating_points: Sequence[tuple[str, float, float]] = (),
+) -> Path:
+    """One-vs-rest ROC of every class (left) and of ``positive`` against the rest (right).
+
+    Args:
+        labels: true class indices into ``classes``, shape (N,).
+        probabilities: class probabilities, shape (N, len(classes)).
+        classes: class names, in column order.
+        path: the PNG to write.
+        positive: the class of the right panel ("mel" and "melanoma" are interchangeable).
+        operating_points: ``(label, false positive rate, true positive rate)`` markers drawn
+            on the right panel, e.g. the alert threshold.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        ValueError: ``positive`` is not among ``classes``.
+    """
+    labels = np.asarray(labels)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    column = _positive_index(classes, positive)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 6), constrained_layout=True)
+    for index, name in enumerate(classes):
+        truth = labels == index
+        if truth.all() or not truth.any():
+            continue
+        fpr, tpr, _ = roc_curve(truth, probabilities[:, index])
+        auc = roc_auc_score(truth, probabilities[:, index])
+        left.plot(fpr, tpr, label=f"{DISPLAY_NAMES.get(name, name)} (AUC {auc:.3f})")
+    left.set_title("One-vs-rest ROC per class")
+    if left.get_legend_handles_labels()[0]:
+        left.legend(loc="lower right", fontsize=8)
+
+    name = DISPLAY_NAMES.get(classes[column], classes[column])
+    truth = labels == column
+    if truth.all() or not truth.any():
+        right.set_title(f"{name} vs rest")
+        right.text(
+            0.5,
+            0.5,
+            "not defined (one class only)",
+            ha="center",
+            va="center",
+            backgroundcolor="white",
+        )
+    else:
+        fpr, tpr, _ = roc_curve(truth, probabilities[:, column])
+        auc = roc_auc_score(truth, probabilities[:, column])
+        right.plot(fpr, tpr, linewidth=2, label="ROC")
+        for (label, point_fpr, point_tpr), marker in zip(
+            operating_points, "osD^v<>P*X", strict=False
+        ):
+            right.plot(point_fpr, point_tpr, marker, markersize=9, linestyle="", label=label)
+        right.set_title(f"{name} vs rest (AUC {auc:.3f})")
+        right.legend(loc="lower right")
+    for ax in (left, right):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+        ax.set(
+            xlim=(0, 1),
+            ylim=(0, 1.01),
+            xlabel="false positive rate (1 - specificity)",
+            ylabel="true positive rate (sensitivity)",
+        )
+        ax.set_aspect("equal")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_reliability(
+    labels: np.ndarray, curves: Mapping[str, np.ndarray], path: Path, bins: int = 15
+) -> Path:
+    """Reliability diagram of the top-class confidence, with a histogram of confidences below.
+
+    Args:
+        labels: true class indices, shape (N,).
+        curves: named probability matrices of shape (N, classes), e.g. before and after
+            temperature scaling.
+        path: the PNG to write.
+        bins: number of equal-width confidence bins (as in the ECE).
+
+    Returns:
+        ``path``.
+    """
+    labels = np.asarray(labels)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(7, 8), sharex=True, height_ratios=(3, 1), constrained_layout=True
+    )
+    top.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfect calibration")
+    for name, probabilities in curves.items():
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        confidence = probabilities.max(axis=1)
+        correct = probabilities.argmax(axis=1) == labels
+        # Same binning as expected_calibration_error, so the plot and the legend agree.
+        which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+        filled = [b for b in range(bins) if (which == b).any()]
+        mean_confidence = [confidence[which == b].mean() for b in filled]
+        accuracy = [correct[which == b].mean() for b in filled]
+        ece = expected_calibration_error(probabilities, labels, bins)
+        (line,) = top.plot(mean_confidence, accuracy, "o-", label=f"{name} (ECE {ece:.3f})")
+        bottom.hist(confidence, bins=edges, histtype="step", linewidth=1.5, color=line.get_color())
+    top.set(xlim=(0, 1), ylim=(0, 1.01), ylabel="accuracy", title="Reliability (top-class)")
+    top.legend(loc="upper left")
+    bottom.set(xlabel="confidence", ylabel="images")
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

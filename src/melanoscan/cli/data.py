@@ -1,0 +1,107 @@
+"""``audit`` and ``split``: look at a dataset, and cut it into leak-free splits."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from melanoscan.cli._app import (
+    DataArg,
+    QuietOpt,
+    WorkersOpt,
+    app,
+    console,
+    error_console,
+    fail,
+    read_and_scan,
+)
+from melanoscan.data.duplicates import NEAR_DUPLICATE_MAX_DISTANCE
+
+
+@app.command()
+def audit(
+    data: DataArg,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON on stdout (docs/AUDIT.md).")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Also write report.json, report.html and plots here.")
+    ] = None,
+    near_distance: Annotated[
+        int, typer.Option(min=0, max=32, help="pHash distance (of 64 bits) for near duplicates.")
+    ] = NEAR_DUPLICATE_MAX_DISTANCE,
+    workers: WorkersOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Audit datasets: class balance, duplicates, leaks between splits, label conflicts."""
+    from melanoscan.data.audit import audit as run_audit
+    from melanoscan.data.audit_report import print_summary, write_report
+
+    manifest = read_and_scan(data, workers, quiet)
+    if len(manifest) == 0:
+        raise fail("no readable image in the given sources")
+    report = run_audit(manifest, sources=[str(d) for d in data], near_max_distance=near_distance)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+    else:
+        print_summary(report, console)
+    if out is not None:
+        files = write_report(report, manifest.images, out)
+        error_console.print(f"Wrote {', '.join(str(f) for f in files)}")
+
+
+@app.command()
+def split(
+    data: DataArg,
+    out: Annotated[Path, typer.Option(help="CSV to write: the manifest with its split column.")],
+    val_fraction: Annotated[
+        float, typer.Option(min=0.01, max=0.99, help="Share of training candidates for val.")
+    ] = 0.2,
+    folds: Annotated[
+        int | None, typer.Option(min=2, help="Make k folds (a 'fold' column) instead.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    keep_conflicts: Annotated[
+        bool, typer.Option(help="Keep images with conflicting labels in training.")
+    ] = False,
+    keep_eval_overlap: Annotated[
+        bool, typer.Option(help="Keep training images that also appear in an eval split.")
+    ] = False,
+    group_near_duplicates: Annotated[
+        bool, typer.Option(help="Keep near duplicates (pHash) on the same side of a split.")
+    ] = True,
+    workers: WorkersOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Make leak-free stratified splits; write the split manifest and the exclusions."""
+    from melanoscan.data.splits import CleaningPolicy, kfold_split, train_val_split
+
+    manifest = read_and_scan(data, workers, quiet)
+    policy = CleaningPolicy(
+        exclude_label_conflicts=not keep_conflicts,
+        exclude_eval_overlap=not keep_eval_overlap,
+        group_near_duplicates=group_near_duplicates,
+    )
+    try:
+        if folds:
+            result = kfold_split(manifest.images, k=folds, seed=seed, policy=policy)
+        else:
+            result = train_val_split(
+                manifest.images, val_fraction=val_fraction, seed=seed, policy=policy
+            )
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.table.to_csv(out, index=False)
+    excluded_path = out.with_name(out.stem + ".excluded.csv")
+    result.excluded.to_csv(excluded_path, index=False)
+    skipped_path = out.with_name(out.stem + ".skipped.csv")
+    manifest.skipped_table().to_csv(skipped_path, index=False)
+    summary = result.summary()
+    summary["skipped"] = len(manifest.skipped)
+    console.print_json(json.dumps(summary))
+    error_console.print(f"Wrote {out}, {excluded_path}, {skipped_path}")

@@ -1,0 +1,104 @@
+"""``evaluate`` and ``calibrate``: score a model bundle on labelled data, and calibrate it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from melanoscan.cli._app import QuietOpt, app, console, error_console, fail
+
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option("--model", help="Model bundle directory (default: the model shipped inside)."),
+]
+DataOpt = Annotated[
+    list[Path],
+    typer.Option("--data", help="Labelled data source (repeatable); any format 'audit' reads."),
+]
+SplitOpt = Annotated[
+    str | None, typer.Option(help="Only this split of the data (e.g. test, val).")
+]
+
+
+@app.command()
+def evaluate(
+    data: DataOpt,
+    model: ModelOpt = None,
+    split: SplitOpt = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write report.html, report.json, plots, predictions.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    tta: Annotated[
+        bool, typer.Option(help="Also score with test-time augmentation (8 flips/rotations).")
+    ] = False,
+    include_training_overlap: Annotated[
+        bool,
+        typer.Option(help="Score images the model was trained on too (flagged in the report)."),
+    ] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score a model on labelled images, with 95% bootstrap intervals, plots and a report.
+
+    Images the model was trained or validated on are left out of the score and reported.
+    Exit codes: 0 done; 2 bad input (no bundle, no data, nothing left to score).
+    """
+    from melanoscan.bundle import BundleError, load_bundle, resolve_bundle_path
+    from melanoscan.data.sources import DataSourceError
+    from melanoscan.evaluation.evaluate import EvaluationError
+    from melanoscan.evaluation.evaluate import evaluate as run_evaluation
+    from melanoscan.evaluation.outputs import print_summary, write_outputs
+
+    try:
+        bundle = load_bundle(resolve_bundle_path(model))
+        evaluation = run_evaluation(
+            bundle, data, split=split, tta=tta, score_training_overlap=include_training_overlap,
+            show_progress=not quiet,
+        )
+    except (BundleError, DataSourceError, EvaluationError) as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        sys.stdout.write(json.dumps(evaluation.report, indent=2) + "\n")
+    else:
+        print_summary(evaluation.report, console)
+    if out is not None:
+        files = write_outputs(evaluation, out)
+        error_console.print(f"Wrote {', '.join(str(f) for f in files)}")
+
+
+@app.command()
+def calibrate(
+    data: DataOpt,
+    model: Annotated[Path, typer.Option("--model", help="Model bundle directory to update.")],
+    split: SplitOpt = None,
+    target_sensitivity: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Melanoma sensitivity the alert must reach.")
+    ] = 0.95,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fit temperature scaling and the melanoma alert threshold on held-out data; save them.
+
+    Training already does this on its validation split; use this for new held-out data.
+    Exit codes: 0 done; 2 bad input (no bundle, training images given, no melanoma).
+    """
+    from melanoscan.bundle import BundleError, load_bundle
+    from melanoscan.data.sources import DataSourceError
+    from melanoscan.evaluation.evaluate import EvaluationError
+    from melanoscan.evaluation.recalibrate import calibrate_bundle
+
+    try:
+        bundle = load_bundle(model)
+        result = calibrate_bundle(bundle, data, split=split,
+                                  target_sensitivity=target_sensitivity, show_progress=not quiet)
+    except (BundleError, DataSourceError, EvaluationError) as exc:
+        raise fail(str(exc)) from None
+    console.print(
+        f"Temperature {result['temperature']:.3f}; melanoma alert at probability >= "
+        f"{result['alert_threshold']:.3f} (target sensitivity {target_sensitivity:.2f}); "
+        f"ECE {result['ece_before']:.3f} -> {result['ece_after']:.3f}; fitted on "
+        f"{result['fitted_on']}. Saved in {model}."
+    )

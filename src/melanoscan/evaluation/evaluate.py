@@ -1,0 +1,173 @@
+"""Score a model bundle on labelled data: honest figures, intervals, plots and a report.
+
+Images the bundle was trained or validated on (same decoded pixels) are left out of the score
+by default and always reported: a test that overlaps training is not a test.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from melanoscan import taxonomy
+from melanoscan.bundle import Bundle
+from melanoscan.data.manifest import Manifest, scan
+from melanoscan.data.sources import read_sources
+from melanoscan.evaluation.calibration import expected_calibration_error, softmax
+from melanoscan.evaluation.inference import predict_logits
+from melanoscan.evaluation.metrics import classification_metrics
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Evaluation",
+    "EvaluationError",
+    "evaluate",
+    "scoring_space",
+    "select_split",
+]
+
+SCHEMA_VERSION = 1
+MAPPING_NOTE = (
+    "9-class predictions scored on 7-class ISIC 2018 labels: probabilities are summed per code "
+    "(akiec = actinic keratosis + squamous cell carcinoma, bkl = pigmented benign keratosis + "
+    "seborrheic keratosis); see docs/TAXONOMY.md"
+)
+
+
+class EvaluationError(ValueError):
+    """Nothing can be scored (no images, an unknown split, everything overlaps training)."""
+
+
+@dataclass
+class Evaluation:
+    """A finished evaluation.
+
+    Args:
+        report: the JSON-ready report (schema in docs/EVALUATION.md).
+        labels: true class index per scored image, in ``report["classes"]``.
+        probabilities: calibrated probabilities per result set (``plain``, ``tta``).
+        uncalibrated: the same before temperature scaling.
+        table: the scored images with their predictions.
+    """
+
+    report: dict[str, Any]
+    labels: np.ndarray
+    probabilities: dict[str, np.ndarray]
+    uncalibrated: dict[str, np.ndarray]
+    table: pd.DataFrame
+
+
+def scoring_space(table: pd.DataFrame) -> tuple[str, list[str], np.ndarray]:
+    """``(taxonomy, classes, label indices)``: 9 classes if every label is a 9-class label,
+    else the 7 ISIC 2018 codes (the finest resolution every label has)."""
+    if (table["taxonomy"] == "isic9").all():
+        classes = list(taxonomy.CLASSES)
+        return "isic9", classes, table["label"].map(classes.index).to_numpy()
+    codes = list(taxonomy.ISIC2018_CODES)
+    labels = table["label"].map(lambda name: codes.index(taxonomy.to_isic2018(name)))
+    return "isic2018", codes, labels.to_numpy()
+
+
+def evaluate(
+    bundle: Bundle,
+    data: Sequence[Path],
+    *,
+    split: str | None = None,
+    tta: bool = False,
+    score_training_overlap: bool = False,
+    bootstrap_samples: int = 1000,
+    show_progress: bool = True,
+) -> Evaluation:
+    """Score ``bundle`` on the labelled images of ``data`` (optionally one split of them)."""
+    manifest = scan(read_sources(data), show_progress=show_progress)
+    table = select_split(manifest, split)
+    overlap = table["content_hash"].isin(set(bundle.training_images()["content_hash"]))
+    if not score_training_overlap:
+        table = table[~overlap.to_numpy()]
+    if table.empty:
+        raise EvaluationError(
+            "nothing left to score: every image was also in the model's training data"
+            if overlap.any() else "no readable labelled image in the given data"
+        )
+    table = table.reset_index(drop=True)
+    space, classes, labels = scoring_space(table)
+    logits, unreadable = predict_logits(bundle, table, tta=tta, show_progress=show_progress)
+    skipped = [vars(s) for s in manifest.skipped] + unreadable
+    keep = ~table["path"].isin({s["path"] for s in unreadable}).to_numpy()
+    table, labels = table[keep].reset_index(drop=True), labels[keep]
+    probabilities, uncalibrated, results = {}, {}, {}
+    for name, values in logits.items():
+        raw = _to_space(softmax(values[keep]), space)
+        calibrated = _to_space(softmax(values[keep], bundle.temperature), space)
+        probabilities[name], uncalibrated[name] = calibrated, raw
+        results[name] = classification_metrics(
+            labels, calibrated, classes,
+            positive_class="melanoma" if space == "isic9" else "mel",
+            alert_threshold=bundle.metadata.calibration.get("alert_threshold"),
+            samples=bootstrap_samples,
+        )
+        results[name]["calibration"] = {
+            "ece_uncalibrated": expected_calibration_error(raw, labels),
+            "ece_calibrated": expected_calibration_error(calibrated, labels)
+            if bundle.metadata.calibration.get("temperature") else None,
+            "temperature": bundle.metadata.calibration.get("temperature"),
+        }
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "model": {"name": bundle.metadata.name, "path": str(bundle.path),
+                  "calibration": bundle.metadata.calibration},
+        "data": {
+            "sources": [str(d) for d in data],
+            "split": split,
+            "images_found": len(manifest) + len(manifest.skipped),
+            "scored": len(table),
+            "skipped": skipped,
+            "training_overlap": {
+                "count": int(overlap.sum()),
+                "scored": score_training_overlap,
+                "paths": sorted(_overlap_paths(manifest, split, bundle)),
+            },
+        },
+        "taxonomy": space,
+        "classes": classes,
+        "mapping_note": MAPPING_NOTE if space == "isic2018" else "",
+        "results": results,
+    }
+    scored = table[["path", "label", "content_hash"]].copy()
+    for i, name in enumerate(classes):
+        scored[name] = probabilities["plain"][:, i]
+    return Evaluation(report, labels, probabilities, uncalibrated, scored)
+
+
+def select_split(manifest: Manifest, split: str | None) -> pd.DataFrame:
+    table = manifest.images
+    if split is None:
+        return table
+    available = sorted(str(s) for s in table["split"].dropna().unique())
+    chosen = table[table["split"].astype(str).str.lower() == split.lower()]
+    if chosen.empty:
+        raise EvaluationError(
+            f"no image in split {split!r}; the data has: {', '.join(available) or 'no splits'}"
+        )
+    return chosen
+
+
+def _overlap_paths(manifest: Manifest, split: str | None, bundle: Bundle) -> list[str]:
+    table = select_split(manifest, split)
+    hashes = set(bundle.training_images()["content_hash"])
+    return table.loc[table["content_hash"].isin(hashes), "path"].astype(str).tolist()
+
+
+def _to_space(probabilities: np.ndarray, space: str) -> np.ndarray:
+    return taxonomy.isic2018_probabilities(probabilities) if space == "isic2018" else probabilities
+
+
+def write_json(evaluation: Evaluation, path: Path) -> Path:
+    path.write_text(json.dumps(evaluation.report, indent=2) + "\n")
+    return path
