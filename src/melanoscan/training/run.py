@@ -158,10 +158,23 @@ def train(
     if not trainer.is_global_zero:
         return TrainResult(run_dir, None, warnings=prepared.warnings)
     best = checkpoint.best_model_path or str(run_dir / LAST_CHECKPOINT)
-    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-    module.load_state_dict(state)
+    return _finish(run_dir, config, preprocessing, prepared, module, datamodule, Path(best))
+
+
+def _finish(
+    run_dir: Path,
+    config: TrainConfig,
+    preprocessing: Preprocessing,
+    prepared: PreparedData,
+    module: LesionClassifier,
+    datamodule: LesionDataModule,
+    best: Path,
+) -> TrainResult:
+    """Best checkpoint → validation record and calibration → bundle (first process only)."""
+    checkpoint = torch.load(best, map_location="cpu", weights_only=False)  # our own file
+    module.load_state_dict(checkpoint["state_dict"])
     metrics, calibration = validation_record(module.model.cpu().eval(), datamodule, run_dir)
-    metrics["best_epoch"] = int(torch.load(best, map_location="cpu", weights_only=False)["epoch"])
+    metrics["best_epoch"] = int(checkpoint["epoch"])
     metrics["unreadable_during_training"] = sorted(
         str(datamodule.train_set.paths[i]) for i in module.unreadable
     )
