@@ -19,18 +19,19 @@ import pickle
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
-from torch import nn
 
 from melanoscan import __version__
 from melanoscan.evaluation.calibration import softmax
-from melanoscan.models.factory import create_model
 from melanoscan.preprocess import Preprocessing
+
+if TYPE_CHECKING:  # torch is imported only where weights are read or run, so that reading
+    import torch  # metadata and ONNX inference stay light
+    from torch import nn
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -51,6 +52,7 @@ FORMAT_VERSION = 1
 METADATA_FILE = "bundle.json"
 WEIGHTS_FILE = "weights.pt"
 TRAINING_IMAGES_FILE = "training_images.csv"
+ONNX_FILE = "model.onnx"
 
 
 class BundleError(Exception):
@@ -76,6 +78,7 @@ class BundleMetadata:
         validation_metrics: figures on the validation split.
         calibration: temperature and melanoma alert threshold (``None`` until calibrated), the
             target sensitivity and the data they were fitted on.
+        exports: other forms of the same weights in the bundle (``{"onnx": {"file": ...}}``).
         melanoscan_version: version that wrote the bundle.
         created: UTC timestamp (ISO 8601).
         format: always :data:`BUNDLE_FORMAT`.
@@ -89,6 +92,7 @@ class BundleMetadata:
     training: dict[str, Any] = field(default_factory=dict)
     validation_metrics: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=_empty_calibration)
+    exports: dict[str, Any] = field(default_factory=dict)
     melanoscan_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     format: str = BUNDLE_FORMAT
@@ -122,11 +126,14 @@ class Bundle:
     def temperature(self) -> float:
         return float(self.metadata.calibration.get("temperature") or 1.0)
 
-    @torch.inference_mode()
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         """Raw logits ``(N, classes)`` for preprocessed inputs ``(N, 3, S, S)``."""
+        import torch
+
         device = next(self.model.parameters()).device
-        return self.model(torch.from_numpy(inputs).to(device)).float().cpu().numpy()
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.ascontiguousarray(inputs)).to(device)
+            return self.model(batch).float().cpu().numpy()
 
     def predict_probabilities(self, images: list[Image.Image]) -> np.ndarray:
         """Class probabilities ``(N, classes)``, temperature-scaled when calibrated."""
@@ -150,6 +157,8 @@ def save_bundle(
     training_images: pd.DataFrame | None = None,
 ) -> Path:
     """Write a bundle into ``directory`` (created if needed); each file is replaced atomically."""
+    import torch
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -230,6 +239,10 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> Bundle:
     Raises:
         BundleError: see :func:`read_metadata`; also missing or mismatched weights.
     """
+    import torch
+
+    from melanoscan.models.factory import create_model
+
     directory = Path(path)
     if directory.name == METADATA_FILE:
         directory = directory.parent

@@ -14,8 +14,6 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from melanoscan.models.factory import get_model_spec
-
 __all__ = ["RESIZE_POLICY", "Preprocessing"]
 
 # Shorter side scaled to the input size (bicubic, antialiased), then the centre square cropped:
@@ -53,6 +51,8 @@ class Preprocessing:
     @classmethod
     def for_model(cls, model_name: str, image_size: int | None = None) -> Preprocessing:
         """The recipe a registered model expects, at its default size unless given."""
+        from melanoscan.models.factory import get_model_spec  # imports torch: only when needed
+
         spec = get_model_spec(model_name)
         return cls(
             image_size=image_size or spec.input_size,

@@ -1,0 +1,91 @@
+"""``predict`` and ``export``: predictions for people, and the ONNX form of a bundle."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from melanoscan.cli._app import QuietOpt, app, console, error_console, fail
+
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option("--model", help="Model bundle directory (default: the model shipped inside)."),
+]
+
+
+@app.command()
+def predict(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Image files, directories (recursive) or globs.",
+                                   show_default=False)
+    ],
+    model: ModelOpt = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="table (triage list), csv or json.")
+    ] = "table",
+    output: Annotated[Path | None, typer.Option(help="Write to this file, not stdout.")] = None,
+    backend: Annotated[str, typer.Option(help="auto, onnx or torch.")] = "auto",
+    quiet: QuietOpt = False,
+) -> None:
+    """Classify dermoscopy images and raise the melanoma alert.
+
+    Exit codes: 0 every input predicted; 1 some inputs skipped (listed with their reason; the
+    others are predicted); 2 bad input (no model, unknown option, nothing to predict).
+    """
+    from melanoscan.bundle import BundleError
+    from melanoscan.inference.predictor import Predictor, expand_inputs
+    from melanoscan.inference.render import print_table, to_csv, to_json
+    from melanoscan.progress import progress_bar
+
+    if output_format not in ("table", "csv", "json"):
+        raise fail(f"--format must be table, csv or json, not {output_format!r}")
+    try:
+        predictor = Predictor(model, backend=backend)
+    except (BundleError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    files, skipped = expand_inputs(paths)
+    if not files:
+        raise fail("no image found in " + ", ".join(map(str, paths)))
+    with progress_bar("Predicting", len(files), enabled=not quiet) as advance:
+        predictions, unreadable = predictor.predict_files(files, progress=advance)
+    skipped += unreadable
+    if output_format == "table" and output is None:
+        print_table(predictions, skipped, predictor, console)
+    else:
+        if output_format == "csv":
+            text = to_csv(predictions, predictor.classes)
+        elif output_format == "json":
+            text = to_json(predictions, skipped, predictor)
+        else:
+            text = to_csv(predictions, predictor.classes)
+        if output is None:
+            sys.stdout.write(text)
+        else:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(text)
+            error_console.print(f"Wrote {output}")
+        for s in skipped:
+            error_console.print(f"[yellow]skipped[/] {s.path}: {s.reason}", highlight=False)
+    if skipped:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option("--model", help="Model bundle directory.")],
+    output: Annotated[
+        Path | None, typer.Option(help="Directory for the exported bundle (default: in place).")
+    ] = None,
+) -> None:
+    """Write an ONNX model (dynamic batch) next to the bundle metadata; checked against torch."""
+    from melanoscan.bundle import BundleError
+    from melanoscan.inference.export import export_onnx
+
+    try:
+        target = export_onnx(model, output)
+    except BundleError as exc:
+        raise fail(str(exc)) from None
+    console.print(f"ONNX model written: {target / 'model.onnx'}")
