@@ -40,6 +40,9 @@ def export_onnx(bundle_dir: Path, output_dir: Path | None = None) -> Path:
     with warnings.catch_warnings():
         # TF-style "same" padding is computed from the (fixed) image size while tracing.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # The TorchScript exporter is deprecated in favour of torch.export, which needs the
+        # onnxscript package; this one exports our models exactly (parity checked below).
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
         torch.onnx.export(
             bundle.model, (example,), str(onnx_path), input_names=["input"],
             output_names=["logits"], opset_version=OPSET, dynamo=False,

@@ -1,0 +1,127 @@
+"""Predictions: the Python API, torch/onnxruntime parity, the predict command."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from melanoscan.bundle import read_metadata
+from melanoscan.cli import app
+from melanoscan.data.images import load_rgb
+from melanoscan.inference.predictor import Predictor, expand_inputs, load_model
+from melanoscan.inference.render import FIXED_COLUMNS
+from melanoscan.taxonomy import CLASSES
+from tests.conftest import EXAMPLES
+
+runner = CliRunner()
+EXAMPLE_FILES = sorted(EXAMPLES.rglob("*.jpg"))
+
+
+def test_onnx_and_torch_agree_on_the_examples(onnx_bundle: Path) -> None:
+    images = [load_rgb(p) for p in EXAMPLE_FILES]
+    torch_p = Predictor(onnx_bundle, backend="torch").probabilities(images)
+    onnx_p = Predictor(onnx_bundle, backend="onnx").probabilities(images)
+    assert np.abs(torch_p - onnx_p).max() < 1e-4
+    assert read_metadata(onnx_bundle).exports["onnx"]["max_abs_logit_difference_vs_torch"] < 1e-4
+
+
+def test_backend_choice(tiny_bundle: Path, onnx_bundle: Path) -> None:
+    assert Predictor(onnx_bundle).backend == "onnx"
+    assert Predictor(tiny_bundle).backend == "torch"
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Predictor(tiny_bundle, backend="tensorrt")
+
+
+def test_python_api_accepts_paths_images_and_arrays(onnx_bundle: Path) -> None:
+    model = load_model(onnx_bundle)
+    path = EXAMPLE_FILES[0]
+    image = load_rgb(path)
+    results = model.predict([path, image, np.asarray(image)])
+    assert [r.path for r in results] == [str(path), None, None]
+    first = results[0]
+    assert first.predicted_class in CLASSES
+    assert abs(sum(first.probabilities.values()) - 1) < 1e-5
+    assert first.confidence == max(first.probabilities.values())
+    assert first.melanoma_probability == first.probabilities["melanoma"]
+    assert first.melanoma_alert == (first.melanoma_probability >= model.alert_threshold)
+    for other in results[1:]:
+        assert other.probabilities == pytest.approx(first.probabilities, abs=1e-6)
+    with pytest.raises(ValueError, match="uint8"):
+        model.predict([np.zeros((4, 4), dtype=np.float32)])
+
+
+def test_onnx_prediction_does_not_import_torch(onnx_bundle: Path) -> None:
+    code = (
+        "import sys; from melanoscan.inference.predictor import load_model; "
+        f"m = load_model({str(onnx_bundle)!r}); m.predict([{str(EXAMPLE_FILES[0])!r}]); "
+        "print(m.backend, 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["onnx", "False"]
+
+
+def test_expand_inputs(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "a" / "b" / "x.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "y.jpg")
+    (tmp_path / "notes.txt").write_text("no image")
+    files, missing = expand_inputs([tmp_path / "a", str(tmp_path / "*.jpg"), tmp_path / "nope",
+                                    str(tmp_path / "*.bmp")])
+    assert files == [tmp_path / "a" / "b" / "x.png", tmp_path / "y.jpg"]
+    assert [m.reason for m in missing] == ["not found", "no file matches this pattern"]
+
+
+def test_predict_csv_columns_and_order(onnx_bundle: Path) -> None:
+    result = runner.invoke(app, ["predict", str(EXAMPLES), "--model", str(onnx_bundle),
+                                 "--format", "csv", "-q"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == [*FIXED_COLUMNS, *CLASSES]
+    assert len(rows) == 1 + len(EXAMPLE_FILES)
+    assert {r[4] for r in rows[1:]} <= {"true", "false"}
+
+
+def test_predict_json_and_skipped_files(onnx_bundle: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    load_rgb(EXAMPLE_FILES[0]).save(folder / "good.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    out = tmp_path / "out.json"
+    result = runner.invoke(app, ["predict", str(folder), "--model", str(onnx_bundle),
+                                 "--format", "json", "--output", str(out), "-q"])
+    assert result.exit_code == 1
+    payload = json.loads(out.read_text())
+    assert payload["model"]["name"] and payload["model"]["version"]
+    assert [Path(p["path"]).name for p in payload["predictions"]] == ["good.png"]
+    assert [Path(s["path"]).name for s in payload["skipped"]] == ["broken.jpg"]
+    assert "broken.jpg" in result.output
+
+
+def test_predict_table_is_a_triage_list(onnx_bundle: Path) -> None:
+    result = runner.invoke(app, ["predict", str(EXAMPLES), "--model", str(onnx_bundle), "-q"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert f"{len(EXAMPLE_FILES)} images," in text and "0 skipped" in text
+    values = [float(v) for v in
+              [line.split("│")[3] for line in result.output.splitlines() if line.count("│") > 5]]
+    assert values == sorted(values, reverse=True)
+
+
+def test_predict_bad_input(tmp_path: Path, onnx_bundle: Path) -> None:
+    result = runner.invoke(app, ["predict", str(tmp_path / "none"), "--model", str(onnx_bundle)])
+    assert result.exit_code == 2 and "no image found" in result.output
+    result = runner.invoke(app, ["predict", str(EXAMPLES), "--model", str(tmp_path)])
+    assert result.exit_code == 2 and "not a model bundle" in " ".join(result.output.split())
+    result = runner.invoke(app, ["predict", str(EXAMPLES), "--model", str(onnx_bundle),
+                                 "--format", "xml"])
+    assert result.exit_code == 2
