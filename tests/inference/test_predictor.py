@@ -125,3 +125,16 @@ def test_predict_bad_input(tmp_path: Path, onnx_bundle: Path) -> None:
     result = runner.invoke(app, ["predict", str(EXAMPLES), "--model", str(onnx_bundle),
                                  "--format", "xml"])
     assert result.exit_code == 2
+
+
+def test_explain_command_writes_an_overlay(tiny_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "overlay.png"
+    result = runner.invoke(app, ["explain", str(EXAMPLE_FILES[0]), "--model", str(tiny_bundle),
+                                 "--output", str(out), "--target", "melanoma"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("melanoma (probability")
+    with Image.open(out) as overlay:
+        assert overlay.size == (32, 32)
+    result = runner.invoke(app, ["explain", str(EXAMPLE_FILES[0]), "--model", str(tiny_bundle),
+                                 "--output", str(out), "--target", "freckle"])
+    assert result.exit_code == 2

@@ -89,3 +89,27 @@ def export(
     except BundleError as exc:
         raise fail(str(exc)) from None
     console.print(f"ONNX model written: {target / 'model.onnx'}")
+
+
+@app.command()
+def explain(
+    image: Annotated[Path, typer.Argument(help="One image file.", show_default=False)],
+    output: Annotated[Path, typer.Option(help="PNG to write: the Grad-CAM overlay.")],
+    model: ModelOpt = None,
+    target: Annotated[
+        str | None, typer.Option(help="Class to explain (default: the predicted class).")
+    ] = None,
+) -> None:
+    """Grad-CAM: the regions that drove a class, as a heat map over the image."""
+    from melanoscan.bundle import BundleError, load_bundle, resolve_bundle_path
+    from melanoscan.data.images import ImageDecodeError, load_rgb
+    from melanoscan.inference.gradcam import explain as run_explain
+
+    try:
+        bundle = load_bundle(resolve_bundle_path(model))
+        explanation = run_explain(bundle, load_rgb(image), target)
+    except (BundleError, ImageDecodeError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    explanation.save(output)
+    console.print(f"{explanation.target_class} (probability {explanation.probability:.3f}): "
+                  f"overlay written to {output}")

@@ -1,0 +1,1 @@
+"""Prediction for people: predictor, Grad-CAM, export."""
