@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from melanoscan.data.sources import DataSourceError, read_source, read_sources
@@ -131,3 +132,23 @@ def test_examples_folder_is_a_valid_source() -> None:
     table = read_source(EXAMPLES).images
     assert len(table) == 18
     assert table["label"].value_counts().tolist() == [2] * 9
+
+
+def test_manifest_csv_round_trips(tmp_path: Path, write_image: ImageWriter) -> None:
+    for i, label in enumerate(["nevus", "melanoma"]):
+        write_image(tmp_path / "imgs" / f"{label}.png", seed=i)
+    table = pd.DataFrame({
+        "path": ["imgs/nevus.png", "imgs/melanoma.png"], "label": ["nevus", "melanoma"],
+        "source_label": ["nv", "MEL"], "taxonomy": ["isic2018", "isic9"], "source": "s",
+        "split": ["train", "val"], "group_id": ["L1", None], "image_id": None,
+        "content_hash": None, "leak_group": [0, 1],
+    })
+    table.to_csv(tmp_path / "split.csv", index=False)
+    manifest = read_source(tmp_path / "split.csv")
+    assert manifest.images["split"].tolist() == ["train", "val"]
+    assert manifest.images["group_id"].tolist()[0] == "L1"
+    assert manifest.images["path"].tolist() == [str(tmp_path / "imgs" / "nevus.png"),
+                                                str(tmp_path / "imgs" / "melanoma.png")]
+    table.assign(label=["nevus", "mole"]).to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataSourceError, match="unknown labels"):
+        read_source(tmp_path / "bad.csv")

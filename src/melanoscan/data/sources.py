@@ -5,7 +5,9 @@ Supported sources (several may be given at once, see :func:`read_sources`):
 * class-folder trees: ``DIR/<class>/*.jpg`` or ``DIR/{Train,Val,Test}/<class>/*.jpg``; folder
   names are matched to the 9 classes case-, space-, hyphen- and underscore-insensitively;
 * ISIC challenge ground truth in the one-hot format (``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``);
-* HAM10000 metadata (``lesion_id,image_id,dx,...``); ``lesion_id`` becomes the group id.
+* HAM10000 metadata (``lesion_id,image_id,dx,...``); ``lesion_id`` becomes the group id;
+* a manifest CSV melanoscan wrote (``melanoscan split --out``, a training run's ``split.csv``),
+  given as a file: read as it is, labels and splits included.
 
 For CSV sources, images are looked up by id anywhere under the CSV's own directory (or under
 ``images_dir`` when given). A directory holding exactly one such CSV is read as that CSV.
@@ -18,9 +20,11 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from melanoscan import taxonomy
 from melanoscan.data.images import is_image_file
-from melanoscan.data.manifest import Manifest, Skipped, make_table
+from melanoscan.data.manifest import MANIFEST_COLUMNS, Manifest, Skipped, make_table
 
 SPLIT_FOLDERS: dict[str, str] = {
     "train": "train",
@@ -58,6 +62,8 @@ def read_source(path: str | Path, *, images_dir: str | Path | None = None) -> Ma
                 f"{path} is a file but not a CSV: give a class-folder directory or a "
                 "ground-truth / metadata CSV"
             )
+        if _is_manifest_csv(path):
+            return read_manifest_csv(path)
         return read_csv_source(path, images_dir=images_dir)
     subdirs = _visible_subdirs(path)
     if any(d.name.lower() in SPLIT_FOLDERS for d in subdirs):
@@ -221,6 +227,37 @@ def _read_csv_rows(
 def _csv_header(csv_path: Path) -> list[str]:
     with csv_path.open(newline="", encoding="utf-8-sig") as handle:
         return [c.strip() for c in next(csv.reader(handle), [])]
+
+
+def read_manifest_csv(csv_path: Path) -> Manifest:
+    """Read a manifest melanoscan wrote (``split --out``, a run's ``split.csv``) as it is.
+
+    Labels, splits and groups are kept; relative paths are taken from the working directory,
+    or else from the CSV's folder.
+    """
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, pd.errors.ParserError) as exc:
+        raise DataSourceError(f"{csv_path}: cannot read the manifest: {exc}") from None
+    unknown = sorted(set(table["label"].dropna()) - set(taxonomy.CLASSES))
+    if unknown:
+        raise DataSourceError(f"{csv_path}: unknown labels {unknown}")
+    if table.empty:
+        raise DataSourceError(f"{csv_path}: the manifest has no rows")
+
+    def locate(path: str) -> str:
+        candidate = Path(path)
+        if candidate.is_absolute() or candidate.exists():
+            return path
+        beside = csv_path.parent / candidate
+        return str(beside) if beside.exists() else path
+
+    table["path"] = table["path"].map(locate)
+    return Manifest(images=make_table(table[list(MANIFEST_COLUMNS)].to_dict("records")))
+
+
+def _is_manifest_csv(csv_path: Path) -> bool:
+    return all(column in _csv_header(csv_path) for column in MANIFEST_COLUMNS)
 
 
 def _csv_kind(csv_path: Path) -> str | None:
