@@ -53,10 +53,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--config", type=Path, default=ROOT / "configs/efficientnet_lite0.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "runs/balance_strategies")
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     args = parser.parse_args()
 
     results = {}
-    for strategy in STRATEGIES:
+    for strategy in args.strategies:
         run_dir = args.out / strategy
         if not (run_dir / "bundle" / "bundle.json").exists():
             config = apply_overrides(
