@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import shlex
@@ -25,12 +26,13 @@ confidence intervals.
 
 
 def machine() -> dict[str, Any]:
-    cores = len(__import__("os").sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
     return {
         "cpu_cores": cores,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }

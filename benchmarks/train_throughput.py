@@ -23,10 +23,14 @@ from melanoscan.training.datamodule import default_num_workers
 from melanoscan.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {
-    "assignment_cnn": ROOT / "configs/assignment_cnn_notebook.yaml",
-    "efficientnet_lite0": ROOT / "configs/efficientnet_lite0.yaml",
-}
+# (name, config, extra overrides): both models as configured, plus Lite0 without a loader
+# worker process, to check how the workers are sized.
+VARIANTS = (
+    ("assignment_cnn", ROOT / "configs/assignment_cnn_notebook.yaml", {}),
+    ("efficientnet_lite0", ROOT / "configs/efficientnet_lite0.yaml", {}),
+    ("efficientnet_lite0, no loader worker", ROOT / "configs/efficientnet_lite0.yaml",
+     {"data.num_workers": 0}),
+)
 
 
 def subset(source: Path, per_class: int, target: Path) -> int:
@@ -51,16 +55,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         images = subset(args.data, args.per_class, data)
-        for name, config_path in MODELS.items():
+        for index, (name, config_path, extra) in enumerate(VARIANTS):
             config = apply_overrides(load_config(config_path), {
                 "epochs": args.epochs, "early_stopping_patience": 0,
                 "balance.strategy": "sampler", "augmentation.online": True,
-                "data.cache": "disk", "data.cache_dir": str(Path(tmp) / f"cache-{name}"),
+                "data.cache": "disk", "data.cache_dir": str(Path(tmp) / f"cache-{index}"),
+                **extra,
             })
-            run = train([data], Path(tmp) / f"run-{name}", config, show_progress=False)
+            run = train([data], Path(tmp) / f"run-{index}", config, show_progress=False)
             metrics = pd.read_csv(run.run_dir / "metrics.csv")
             counts = pd.read_csv(run.run_dir / "split.csv")["split"].value_counts()
             results[name] = {
+                "loader_workers": config.data.num_workers
+                if config.data.num_workers is not None else default_num_workers(),
                 "image_size": config.model.image_size,
                 "batch_size": config.batch_size,
                 "train_images": int(counts.get("train", 0)),
@@ -71,11 +78,11 @@ def main() -> None:
             print(name, results[name])
 
     payload = {"command": command(), "machine": machine(), "data": str(args.data),
-               "subset_images": images, "loader_workers": default_num_workers(),
-               "results": results}
+               "subset_images": images, "results": results}
     path = write_results("train_throughput", payload)
     rows = [
-        f"| `{n}` | {r['image_size']} | {r['batch_size']} | {r['train_images']} "
+        f"| {n} | {r['image_size']} | {r['batch_size']} | {r['loader_workers']} "
+        f"| {r['train_images']} "
         f"| {r['epoch_seconds'][0]} | {r['epoch_seconds'][-1]} "
         f"| {r['train_images_per_s'][0]} | {r['train_images_per_s'][-1]} |"
         for n, r in results.items()
@@ -84,13 +91,14 @@ def main() -> None:
     body = (
         f"Command: `{payload['command']}`  \n"
         f"Machine: {m['cpu_cores']} CPU cores, torch {m['torch']} ({m['torch_threads']} threads), "
-        f"GPU: {m['gpu'] or 'none'}; {payload['loader_workers']} DataLoader worker(s). Subset: "
+        f"GPU: {m['gpu'] or 'none'}. Subset: "
         f"{images} images of {payload['data']} ({args.per_class} per class), "
         f"{args.epochs} epochs, disk cache empty at the start. Epoch time covers the training "
         "pass only (validation excluded); the first epoch decodes and resizes every JPEG, "
         "later epochs read the cache.\n\n"
-        "| model | input px | batch | train images | first epoch s | last epoch s "
-        "| first epoch img/s | last epoch img/s |\n|---|---|---|---|---|---|---|---|\n"
+        "| model | input px | batch | loader workers | train images | first epoch s "
+        "| last epoch s | first epoch img/s | last epoch img/s |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
         + "\n".join(rows)
     )
     update_section("train_throughput", "Training throughput", body)
