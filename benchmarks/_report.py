@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "BENCHMARKS.md"
@@ -26,6 +24,8 @@ confidence intervals.
 
 
 def machine() -> dict[str, Any]:
+    import torch  # after melanoscan, which sets the OpenMP wait policy before torch loads
+
     cores = len(os.sched_getaffinity(0))
     return {
         "cpu_cores": cores,

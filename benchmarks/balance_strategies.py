@@ -43,7 +43,6 @@ def score(run_dir: Path) -> dict:
         ).to_dict(),
         "epochs_run": len(metrics),
         "best_epoch": int(metrics["val_balanced_accuracy"].idxmax()),
-        "minutes": round(float(metrics["epoch_seconds"].sum()) / 60, 1),
     }
 
 
@@ -76,8 +75,7 @@ def main() -> None:
     path = write_results("balance_strategies", payload)
     rows = [
         f"| `{s}` | {r['val_images']} | {_fmt(r['accuracy'])} | {_fmt(r['balanced_accuracy'])} "
-        f"| {_fmt(r['melanoma_recall'])} | {r['best_epoch'] + 1} / {r['epochs_run']} "
-        f"| {r['minutes']} |"
+        f"| {_fmt(r['melanoma_recall'])} | {r['best_epoch'] + 1} / {r['epochs_run']} |"
         for s, r in results.items()
     ]
     body = (
@@ -87,7 +85,7 @@ def main() -> None:
         f"{machine()['cpu_cores']} CPU cores. Figures are on the validation split with 95% "
         "bootstrap intervals; one seed per strategy.\n\n"
         "| balance.strategy | val images | accuracy | balanced accuracy | melanoma recall "
-        "| best epoch | train minutes |\n|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+        "| best epoch |\n|---|---|---|---|---|---|\n" + "\n".join(rows)
     )
     update_section("balance_strategies", "Imbalance strategy (validation split)", body)
     print(f"wrote {path}")
