@@ -138,3 +138,15 @@ def test_explain_command_writes_an_overlay(tiny_bundle: Path, tmp_path: Path) ->
     result = runner.invoke(app, ["explain", str(EXAMPLE_FILES[0]), "--model", str(tiny_bundle),
                                  "--output", str(out), "--target", "freckle"])
     assert result.exit_code == 2
+
+
+def test_triage_report(onnx_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "triage"
+    result = runner.invoke(app, ["predict", str(EXAMPLES / "melanoma"), str(EXAMPLES / "nevus"),
+                                 "--model", str(onnx_bundle), "--report", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text()
+    assert "Research tool, not a medical device" in page
+    assert page.count('class="card') == 4
+    assert len(list((out / "images").glob("*_gradcam.png"))) == 4
+    assert 'src="images/0001.jpg"' in page

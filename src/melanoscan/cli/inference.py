@@ -28,6 +28,10 @@ def predict(
     ] = "table",
     output: Annotated[Path | None, typer.Option(help="Write to this file, not stdout.")] = None,
     backend: Annotated[str, typer.Option(help="auto, onnx or torch.")] = "auto",
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Also write an HTML triage report (thumbnails, Grad-CAM) here."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Classify dermoscopy images and raise the melanoma alert.
@@ -55,12 +59,10 @@ def predict(
     if output_format == "table" and output is None:
         print_table(predictions, skipped, predictor, console)
     else:
-        if output_format == "csv":
+        if output_format in ("csv", "table"):  # a table written to a file is the CSV
             text = to_csv(predictions, predictor.classes)
-        elif output_format == "json":
-            text = to_json(predictions, skipped, predictor)
         else:
-            text = to_csv(predictions, predictor.classes)
+            text = to_json(predictions, skipped, predictor)
         if output is None:
             sys.stdout.write(text)
         else:
@@ -69,6 +71,11 @@ def predict(
             error_console.print(f"Wrote {output}")
         for s in skipped:
             error_console.print(f"[yellow]skipped[/] {s.path}: {s.reason}", highlight=False)
+    if report is not None:
+        from melanoscan.inference.triage_report import write_triage_report
+
+        page = write_triage_report(predictions, skipped, predictor, report)
+        error_console.print(f"Wrote {page}")
     if skipped:
         raise typer.Exit(code=1)
 

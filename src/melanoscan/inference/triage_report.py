@@ -1,0 +1,92 @@
+"""An HTML triage report: images in melanoma-risk order, probabilities, alerts, Grad-CAM."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+from PIL import Image
+
+from melanoscan.bundle import load_bundle
+from melanoscan.data.images import ImageDecodeError, load_rgb
+from melanoscan.inference.gradcam import explain
+from melanoscan.inference.predictor import Prediction, Predictor, SkippedInput
+from melanoscan.inference.render import triage_order
+from melanoscan.taxonomy import DISPLAY_NAMES
+
+__all__ = ["write_triage_report"]
+
+THUMBNAIL = 192
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1100px}
+.notice{background:#fff4e5;border:1px solid #f0a030;padding:.6rem 1rem;border-radius:6px}
+.card{display:flex;gap:1rem;border:1px solid #ddd;border-radius:8px;padding:1rem;margin:1rem 0}
+.card.alert{border:2px solid #c62828;background:#fff5f5}
+.card img{width:192px;height:192px;object-fit:cover;border-radius:4px}
+.badge{background:#c62828;color:#fff;padding:.15rem .5rem;border-radius:4px;font-weight:bold}
+table{border-collapse:collapse;font-size:.9rem}td{padding:.1rem .6rem}
+.bar{background:#4a78c2;height:.7rem;display:inline-block}
+"""
+
+
+def write_triage_report(
+    predictions: Sequence[Prediction],
+    skipped: Sequence[SkippedInput],
+    predictor: Predictor,
+    out_dir: Path,
+) -> Path:
+    """Write ``out_dir/report.html`` and its images (thumbnails and Grad-CAM overlays)."""
+    images_dir = out_dir / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    bundle = load_bundle(predictor.path)  # Grad-CAM needs gradients: the torch model
+    cards = []
+    for rank, prediction in enumerate(triage_order(predictions), start=1):
+        try:
+            image = load_rgb(prediction.path or "")
+        except ImageDecodeError:
+            continue  # it was readable a moment ago; the table above still lists it
+        thumb = images_dir / f"{rank:04d}.jpg"
+        fitted = image.copy()
+        fitted.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.BICUBIC)
+        fitted.save(thumb, quality=90)
+        heat = explain(bundle, image, prediction.predicted_class).save(
+            images_dir / f"{rank:04d}_gradcam.png"
+        )
+        cards.append(_card(rank, prediction, thumb, heat, out_dir))
+    alerts = sum(p.melanoma_alert for p in predictions)
+    skipped_items = "".join(
+        f"<li>{html.escape(s.path)}: {html.escape(s.reason)}</li>" for s in skipped
+    )
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<title>melanoscan triage</title><style>{STYLE}</style></head><body>
+<h1>Melanoma triage</h1>
+<p class="notice"><b>Research tool, not a medical device.</b> Every result needs a
+dermatologist's judgement.</p>
+<p>Model <b>{html.escape(predictor.name)}</b>; alert when the melanoma probability is at least
+{predictor.alert_threshold:.3f}. {len(predictions)} images, {alerts} alerts, {len(skipped)}
+skipped. Highest melanoma probability first; the heat map (Grad-CAM) shows the regions that
+drove the predicted class.</p>
+{"".join(cards)}
+{f"<h2>Skipped</h2><ul>{skipped_items}</ul>" if skipped else ""}
+</body></html>"""
+    path = out_dir / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _card(rank: int, p: Prediction, thumb: Path, heat: Path, root: Path) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(DISPLAY_NAMES.get(name, name))}</td><td>{value:.3f}</td>"
+        f'<td><span class="bar" style="width:{value * 150:.0f}px"></span></td></tr>'
+        for name, value in sorted(p.probabilities.items(), key=lambda kv: -kv[1])
+    )
+    badge = '<span class="badge">MELANOMA ALERT</span> ' if p.melanoma_alert else ""
+    name = DISPLAY_NAMES.get(p.predicted_class, p.predicted_class)
+    return f"""<div class="card{" alert" if p.melanoma_alert else ""}">
+<img src="{quote(thumb.relative_to(root).as_posix())}" alt="image {rank}">
+<img src="{quote(heat.relative_to(root).as_posix())}" alt="Grad-CAM {rank}">
+<div><h3>#{rank} {badge}{html.escape(p.path or "")}</h3>
+<p>Melanoma probability <b>{p.melanoma_probability:.3f}</b>; predicted
+<b>{html.escape(name)}</b> ({p.confidence:.3f})</p><table>{rows}</table></div></div>"""
