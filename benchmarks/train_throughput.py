@@ -24,12 +24,14 @@ from melanoscan.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 # (name, config, extra overrides): both models as configured, plus Lite0 without a loader
-# worker process, to check how the workers are sized.
+# worker process and without channels-last, to check those defaults.
 VARIANTS = (
     ("assignment_cnn", ROOT / "configs/assignment_cnn_notebook.yaml", {}),
     ("efficientnet_lite0", ROOT / "configs/efficientnet_lite0.yaml", {}),
     ("efficientnet_lite0, no loader worker", ROOT / "configs/efficientnet_lite0.yaml",
      {"data.num_workers": 0}),
+    ("efficientnet_lite0, channels-first", ROOT / "configs/efficientnet_lite0.yaml",
+     {"channels_last": False}),
 )
 
 

@@ -178,6 +178,8 @@ class TrainConfig:
         num_nodes: machines; more than one runs DDP across nodes.
         alert_sensitivity: melanoma sensitivity the alert threshold is chosen to reach on the
             validation split at the end of the run.
+        channels_last: run convolutions in the channels-last memory layout (faster on CPU:
+            see docs/BENCHMARKS.md).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -196,6 +198,7 @@ class TrainConfig:
     devices: int = 1
     num_nodes: int = 1
     alert_sensitivity: float = 0.95
+    channels_last: bool = True
 
     def __post_init__(self) -> None:
         self.validate()

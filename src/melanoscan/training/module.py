@@ -48,6 +48,7 @@ class LesionClassifier(L.LightningModule):
         num_classes: number of output classes.
         optim: optimiser and schedule settings.
         class_weights: cross-entropy class weights (``None``: unweighted).
+        channels_last: keep weights and batches in the channels-last memory layout.
     """
 
     def __init__(
@@ -56,9 +57,11 @@ class LesionClassifier(L.LightningModule):
         num_classes: int,
         optim: OptimConfig,
         class_weights: Tensor | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
-        self.model = model
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(memory_format=self.memory_format)
         self.num_classes = num_classes
         self.optim = optim
         self.register_buffer("class_weights", class_weights, persistent=False)
@@ -67,7 +70,7 @@ class LesionClassifier(L.LightningModule):
         self.unreadable: set[int] = set()
 
     def forward(self, images: Tensor) -> Tensor:
-        return self.model(images)
+        return self.model(images.contiguous(memory_format=self.memory_format))
 
     def _loss(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor] | None:
         images, labels, indices, ok = batch
@@ -76,7 +79,7 @@ class LesionClassifier(L.LightningModule):
             images, labels = images[ok], labels[ok]
         if len(labels) == 0:
             return None
-        logits = self.model(images)
+        logits = self(images)
         loss = F.cross_entropy(
             logits, labels, weight=self.class_weights, label_smoothing=self.optim.label_smoothing
         )

@@ -248,7 +248,8 @@ def _build_module(
     weights = None
     if config.balance.strategy == "weighted_loss":
         weights = inverse_frequency_weights(datamodule.train_set.labels, num_classes)
-    return LesionClassifier(model, num_classes, config.optim, class_weights=weights)
+    return LesionClassifier(model, num_classes, config.optim, class_weights=weights,
+                            channels_last=config.channels_last)
 
 
 def _mode(monitor: str) -> str:
