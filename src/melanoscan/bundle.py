@@ -79,6 +79,7 @@ class BundleMetadata:
         calibration: temperature and melanoma alert threshold (``None`` until calibrated), the
             target sensitivity and the data they were fitted on.
         exports: other forms of the same weights in the bundle (``{"onnx": {"file": ...}}``).
+        test_metrics: headline figures on held-out test sets, for a shipped model's card.
         melanoscan_version: version that wrote the bundle.
         created: UTC timestamp (ISO 8601).
         format: always :data:`BUNDLE_FORMAT`.
@@ -93,6 +94,7 @@ class BundleMetadata:
     validation_metrics: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=_empty_calibration)
     exports: dict[str, Any] = field(default_factory=dict)
+    test_metrics: dict[str, Any] = field(default_factory=dict)
     melanoscan_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     format: str = BUNDLE_FORMAT
