@@ -15,7 +15,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without an install
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__", "load_bundle"]
+__all__ = ["__version__", "load_bundle", "load_model"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +24,8 @@ def __getattr__(name: str) -> Any:
         from melanoscan.bundle import load_bundle
 
         return load_bundle
+    if name == "load_model":
+        from melanoscan.inference.predictor import load_model
+
+        return load_model
     raise AttributeError(f"module 'melanoscan' has no attribute {name!r}")
