@@ -5,9 +5,9 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 # OpenMP threads that spin while waiting collapse when anything else wants the same cores (a
-# DataLoader worker, a second job): EfficientNet-Lite0 training on 2 busy cores measured 0.9
-# images/s spinning against 6.2 passive (docs/BENCHMARKS.md). Set before torch loads OpenMP;
-# an explicit OMP_WAIT_POLICY in the environment wins.
+# DataLoader worker, a second job): EfficientNet-Lite0 training steps on 2 cores shared with
+# another training job measured 0.9 images/s spinning against 6.2 passive. Set before torch
+# loads OpenMP; an explicit OMP_WAIT_POLICY in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:
