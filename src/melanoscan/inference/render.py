@@ -57,7 +57,8 @@ def print_table(
     for column, justify in (("#", "right"), ("image", "left"), ("melanoma", "right"),
                             ("alert", "center"), ("predicted class", "left"),
                             ("confidence", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        # Paths wrap rather than lose their file name to an ellipsis.
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for rank, p in enumerate(triage_order(predictions), start=1):
         style = "bold red" if p.melanoma_alert else None
         table.add_row(str(rank), p.path or "-", f"{p.melanoma_probability:.3f}",
