@@ -86,7 +86,7 @@ def main() -> None:
     path = write_results("inference", payload)
     m = payload["machine"]
     rows = "\n".join(
-        f"| {backend} | {r['latency_ms_median']} | {r['latency_ms_p95']} "
+        f"| {backend} | {r['latency_ms_median']} | {r['latency_ms_p95']} | "
         + " | ".join(str(r["images_per_s"][str(b)]) for b in BATCH_SIZES)
         + f" | {r['decode_preprocess_ms_per_image']} |"
         for backend, r in results.items()
