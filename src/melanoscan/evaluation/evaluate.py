@@ -88,6 +88,7 @@ def evaluate(
     manifest = scan(read_sources(data), show_progress=show_progress)
     table = select_split(manifest, split)
     overlap = table["content_hash"].isin(set(bundle.training_images()["content_hash"]))
+    overlap_paths = sorted(table.loc[overlap, "path"].astype(str))
     if not score_training_overlap:
         table = table[~overlap.to_numpy()]
     if table.empty:
@@ -131,7 +132,7 @@ def evaluate(
             "training_overlap": {
                 "count": int(overlap.sum()),
                 "scored": score_training_overlap,
-                "paths": sorted(_overlap_paths(manifest, split, bundle)),
+                "paths": overlap_paths,
             },
         },
         "taxonomy": space,
@@ -156,12 +157,6 @@ def select_split(manifest: Manifest, split: str | None) -> pd.DataFrame:
             f"no image in split {split!r}; the data has: {', '.join(available) or 'no splits'}"
         )
     return chosen
-
-
-def _overlap_paths(manifest: Manifest, split: str | None, bundle: Bundle) -> list[str]:
-    table = select_split(manifest, split)
-    hashes = set(bundle.training_images()["content_hash"])
-    return table.loc[table["content_hash"].isin(hashes), "path"].astype(str).tolist()
 
 
 def _to_space(probabilities: np.ndarray, space: str) -> np.ndarray:
