@@ -37,3 +37,24 @@ def write_image() -> ImageWriter:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1-epoch assignment_cnn bundle (torch weights only), trained once per test session."""
+    from melanoscan.training.run import train
+    from tests.training.conftest import make_class_folders, tiny_config
+
+    root = tmp_path_factory.mktemp("bundle")
+    data = make_class_folders(root / "data", per_class=8)
+    result = train([data], root / "run", tiny_config(epochs=1), show_progress=False)
+    assert result.bundle_dir is not None
+    return result.bundle_dir
+
+
+@pytest.fixture(scope="session")
+def onnx_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same bundle with its ONNX export, in a separate directory."""
+    from melanoscan.inference.export import export_onnx
+
+    return export_onnx(tiny_bundle, tmp_path_factory.mktemp("exported") / "bundle")

@@ -5,7 +5,7 @@ Exit codes: 0 success; 1 a run failed after starting (see the command's help); 2
 (missing or unreadable data source, bad option or config); 130 interrupted.
 """
 
-from melanoscan.cli import data, evaluation, inference, training
+from melanoscan.cli import data, evaluation, inference, serving, training
 from melanoscan.cli._app import app
 
-__all__ = ["app", "data", "evaluation", "inference", "training"]
+__all__ = ["app", "data", "evaluation", "inference", "serving", "training"]

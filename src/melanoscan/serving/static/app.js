@@ -1,0 +1,152 @@
+// melanoscan web page: send images to /v1/predict and show one card per image, riskiest first.
+"use strict";
+
+const state = { model: null, results: [] };
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  for (const child of children) if (child) node.append(child);
+  return node;
+}
+
+const label = (name) => name.replaceAll("_", " ");
+const percent = (p) => `${(100 * p).toFixed(1)}%`;
+
+async function loadModel() {
+  const info = document.getElementById("model-info");
+  try {
+    const response = await fetch("/v1/model");
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    state.model = await response.json();
+    const m = state.model;
+    info.textContent = `Model ${m.name} (${m.version}), ${m.classes.length} classes, ` +
+      `melanoma alert at probability ≥ ${m.alert_threshold.toFixed(3)}`;
+    const test = m.metrics && m.metrics.test;
+    if (test) {
+      const parts = Object.entries(test).map(([set, entry]) => {
+        const plain = entry.results && entry.results.plain;
+        if (!plain || !plain.balanced_accuracy) return null;
+        return `${set}: balanced accuracy ${plain.balanced_accuracy.value.toFixed(2)}, ` +
+          `melanoma AUC ${plain.melanoma_auc ? plain.melanoma_auc.value.toFixed(2) : "n/a"}`;
+      }).filter(Boolean);
+      if (parts.length) info.append(el("div", { class: "metrics", text: `Tested on ${parts.join("; ")}` }));
+    }
+  } catch (error) {
+    info.textContent = `Model information unavailable (${error.message}).`;
+  }
+}
+
+function probabilityBars(probabilities, predicted) {
+  const sorted = Object.entries(probabilities).sort((a, b) => b[1] - a[1]);
+  const list = el("ul", { class: "bars", "aria-label": "Class probabilities" });
+  for (const [name, p] of sorted) {
+    const bar = el("span", { class: "bar" });
+    bar.style.width = `${Math.max(100 * p, 0.5)}%`;
+    const row = el("li", { class: name === predicted ? "predicted" : "" },
+      el("span", { class: "bar-label", text: label(name) }),
+      el("span", { class: "bar-track" }, bar),
+      el("span", { class: "bar-value", text: percent(p) }));
+    if (name === "melanoma") row.classList.add("melanoma");
+    list.append(row);
+  }
+  return list;
+}
+
+function resultCard(result) {
+  const card = el("li", { class: "card", "data-filename": result.path });
+  if (result.error) {
+    card.classList.add("refused");
+    card.append(el("h2", { text: result.path }),
+      el("p", { class: "error", text: `Not analysed: ${result.error}` }));
+    return card;
+  }
+  if (result.melanoma_alert) {
+    card.classList.add("alert");
+    card.append(el("div", { class: "alert-banner", role: "alert",
+      text: `Melanoma alert: probability ${percent(result.melanoma_probability)} ` +
+        `(threshold ${percent(state.model ? state.model.alert_threshold : 0)}). ` +
+        "Refer for dermatologist review." }));
+  }
+  const images = el("div", { class: "images" },
+    el("figure", {}, el("img", { src: result.objectUrl, alt: `Image ${result.path}` }),
+      el("figcaption", { text: "Image" })));
+  if (result.gradcam) {
+    images.append(el("figure", {},
+      el("img", { class: "gradcam", src: `data:image/png;base64,${result.gradcam.png_base64}`,
+        alt: `Grad-CAM for ${label(result.gradcam.target_class)}` }),
+      el("figcaption", { text: `Grad-CAM: ${label(result.gradcam.target_class)}` })));
+  }
+  card.append(
+    el("h2", { text: result.path }),
+    el("p", { class: "summary" },
+      el("span", { class: "predicted-class", text: label(result.predicted_class) }),
+      el("span", { text: ` (${percent(result.confidence)}) · melanoma ` }),
+      el("span", { class: "melanoma-probability", text: percent(result.melanoma_probability) })),
+    images,
+    probabilityBars(result.probabilities, result.predicted_class));
+  return card;
+}
+
+function render() {
+  const list = document.getElementById("results");
+  list.replaceChildren();
+  const ranked = [...state.results].sort((a, b) =>
+    (b.melanoma_probability ?? -1) - (a.melanoma_probability ?? -1));
+  for (const result of ranked) list.append(resultCard(result));
+}
+
+async function analyse(files) {
+  const status = document.getElementById("status");
+  if (!files.length) return;
+  const form = new FormData();
+  for (const file of files) form.append("images", file, file.name);
+  const gradcam = document.getElementById("gradcam").checked;
+  status.textContent = `Analysing ${files.length} image(s)…`;
+  status.className = "status busy";
+  try {
+    const response = await fetch(`/v1/predict?gradcam=${gradcam}`, { method: "POST", body: form });
+    const body = await response.json();
+    if (!response.ok) {
+      const error = body.error || { message: `HTTP ${response.status}` };
+      state.results = files.map((file) => ({ path: file.name, error: error.message }));
+      status.textContent = `Refused: ${error.message}`;
+      status.className = "status error";
+    } else {
+      state.results = body.predictions
+        .map((p) => ({ ...p, objectUrl: URL.createObjectURL(files[p.index]) }))
+        .concat(body.skipped.map((s) => ({ path: s.path, error: s.reason })));
+      const alerts = body.predictions.filter((p) => p.melanoma_alert).length;
+      status.textContent = `${body.predictions.length} image(s) analysed, ${alerts} melanoma ` +
+        `alert(s), ${body.skipped.length} refused.`;
+      status.className = "status done";
+    }
+  } catch (error) {
+    status.textContent = `The service did not answer (${error.message}).`;
+    status.className = "status error";
+  }
+  render();
+}
+
+function setUp() {
+  const zone = document.getElementById("drop-zone");
+  const input = document.getElementById("file-input");
+  input.addEventListener("change", () => analyse([...input.files]));
+  zone.addEventListener("dragover", (event) => { event.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    analyse([...event.dataTransfer.files]);
+  });
+  zone.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") input.click();
+  });
+  loadModel();
+}
+
+document.addEventListener("DOMContentLoaded", setUp);

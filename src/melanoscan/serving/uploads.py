@@ -1,0 +1,76 @@
+"""Check an uploaded file and decode it, trusting its content, never its name or content type."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+from melanoscan.data.images import SUPPORTED_FORMATS, ImageDecodeError, decode
+from melanoscan.serving.limits import ServeLimits
+
+
+class UploadError(Exception):
+    """A request or one of its files refused, as an HTTP status and a JSON error body.
+
+    Args:
+        status: the HTTP status (4xx, or 503 when busy).
+        code: a stable machine-readable name, e.g. ``not_an_image``.
+        message: what was wrong, for a person.
+        filename: the file it concerns, when it concerns one.
+    """
+
+    def __init__(self, status: int, code: str, message: str, filename: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.filename = filename
+
+    def to_dict(self) -> dict[str, str | None]:
+        return {"code": self.code, "message": self.message, "filename": self.filename}
+
+
+def read_image(data: bytes, filename: str, limits: ServeLimits) -> Image.Image:
+    """Return the upload as an 8-bit RGB image, or raise :class:`UploadError`.
+
+    The format is sniffed from the bytes and the dimensions are read from the header before
+    any pixel is decoded.
+    """
+    if not data:
+        raise UploadError(400, "empty_file", "the file is empty (0 bytes)", filename)
+    if len(data) > limits.max_file_bytes:
+        raise UploadError(
+            413, "file_too_large",
+            f"the file has {len(data):,} bytes; the limit is {limits.max_file_bytes:,}", filename,
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as header:
+                image_format, (width, height) = header.format, header.size
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        raise UploadError(
+            415, "not_an_image", "the content is not a recognised image", filename
+        ) from None
+    except Exception as exc:  # a header PIL cannot parse is bad input, not a server error
+        raise UploadError(
+            400, "bad_image", f"cannot read the image header: {exc}", filename
+        ) from None
+    if image_format not in SUPPORTED_FORMATS:
+        accepted = ", ".join(sorted(SUPPORTED_FORMATS))
+        raise UploadError(
+            415, "unsupported_format", f"{image_format} images are not accepted ({accepted})",
+            filename,
+        )
+    if max(width, height) > limits.max_side or width * height > limits.max_pixels:
+        raise UploadError(
+            413, "image_too_large",
+            f"the image is {width}x{height}; the limits are {limits.max_side} pixels a side and "
+            f"{limits.max_pixels:,} pixels in all", filename,
+        )
+    try:
+        return decode(data, name=filename).image
+    except ImageDecodeError as exc:
+        raise UploadError(400, "bad_image", exc.reason, filename) from None

@@ -1,0 +1,137 @@
+"""The web page in a real browser: ``melanoscan serve`` started here, driven by Chromium.
+
+Needs Debian's Chromium at /usr/bin/chromium (``.ci/run`` installs it). Without it the test is
+skipped on a developer's machine, and fails under CI so that a broken install cannot pass.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+from melanoscan.bundle import default_bundle_path
+from melanoscan.inference.predictor import Predictor
+from tests.conftest import EXAMPLES
+from tests.serving.conftest import with_alert_threshold
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+IMAGES = [EXAMPLES / "melanoma", EXAMPLES / "nevus"]
+
+if not CHROMIUM.exists():
+    if os.environ.get("CI"):
+        pytest.fail(f"{CHROMIUM} is missing: .ci/run must install Debian's chromium")
+    pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)", allow_module_level=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def images() -> list[Path]:
+    return [sorted(folder.glob("*.jpg"))[0] for folder in IMAGES]
+
+
+@pytest.fixture(scope="module")
+def bundle(images: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped model, with its alert threshold between the two images' melanoma scores.
+
+    Exactly one of the two cards must then show the alert, whatever the model's accuracy.
+    """
+    scores = sorted(p.melanoma_probability for p in Predictor().predict(images))
+    assert scores[0] < scores[1], "the two example images score the same"
+    directory = tmp_path_factory.mktemp("served") / "bundle"
+    return with_alert_threshold(default_bundle_path(), directory, sum(scores) / 2)
+
+
+@pytest.fixture(scope="module")
+def server(bundle: Path) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "melanoscan", "serve", "--model", str(bundle), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx2.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx2.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                output = process.communicate(timeout=5)[0] if process.poll() is not None else ""
+                pytest.fail(f"melanoscan serve did not start:\n{output}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def page(server: str) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(server)
+        yield page
+        browser.close()
+
+
+def test_upload_shows_cards_with_the_alert(
+    page, server: str, images: list[Path], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("#model-info")).to_contain_text("alert at probability")
+    expect(page.locator("#notice")).to_contain_text("not a medical device")
+    page.set_input_files("#file-input", [str(p) for p in images])
+    cards = page.locator("#results .card")
+    expect(cards).to_have_count(2, timeout=60_000)
+    expect(page.locator("#status")).to_contain_text("2 image(s) analysed, 1 melanoma alert(s)")
+
+    files = [("images", (p.name, p.read_bytes(), "image/jpeg")) for p in images]
+    api = httpx2.post(f"{server}/v1/predict", files=files, timeout=60).json()["predictions"]
+    ranked = sorted(api, key=lambda p: p["melanoma_probability"], reverse=True)
+    assert [cards.nth(i).get_attribute("data-filename") for i in range(2)] == [
+        p["path"] for p in ranked
+    ]
+    top, bottom = cards.nth(0), cards.nth(1)
+    expect(top.locator(".alert-banner")).to_contain_text("Melanoma alert")
+    expect(bottom.locator(".alert-banner")).to_have_count(0)
+    for card, result in ((top, ranked[0]), (bottom, ranked[1])):
+        expect(card.locator(".predicted-class")).to_have_text(
+            result["predicted_class"].replace("_", " "))
+        expect(card.locator(".bars li")).to_have_count(len(result["probabilities"]))
+        overlay = card.locator("img.gradcam")
+        expect(overlay).to_have_count(1)
+        assert overlay.evaluate("img => img.complete && img.naturalWidth") > 0
+
+    screenshot = page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    assert screenshot[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_file_that_is_not_an_image_is_refused_on_the_page(page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    page.set_input_files("#file-input", [str(text)])
+    expect(page.locator("#status")).to_contain_text("Refused", timeout=30_000)
+    expect(page.locator("#results .card.refused")).to_have_count(1)
