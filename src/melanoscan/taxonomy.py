@@ -45,6 +45,8 @@ CLASSES: tuple[str, ...] = (
 """The 9 class names, in the order of every model's output."""
 
 MELANOMA = "melanoma"
+ISIC2018 = "isic2018"
+"""The manifest's ``taxonomy`` value of rows labelled with a 7-code (HAM10000 / ISIC 2018) label."""
 
 DISPLAY_NAMES: dict[str, str] = {name: name.replace("_", " ").capitalize() for name in CLASSES}
 

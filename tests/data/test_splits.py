@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from melanoscan.data.splits import (
     EXCLUDED_CONFLICT,
+    EXCLUDED_COPY,
     EXCLUDED_EVAL_OVERLAP,
     CleaningPolicy,
     kfold_split,
@@ -73,7 +74,9 @@ def test_train_val_split_never_leaks(table: pd.DataFrame, seed: int) -> None:
         assert not set(trainable[key].dropna()) & set(test[key].dropna())
     # Test images are never excluded, and every exclusion says why.
     assert (table["split"] == "test").sum() == len(test)
-    assert set(excluded["reason"]) <= {EXCLUDED_CONFLICT, EXCLUDED_EVAL_OVERLAP}
+    assert set(excluded["reason"]) <= {EXCLUDED_CONFLICT, EXCLUDED_EVAL_OVERLAP, EXCLUDED_COPY}
+    # One copy of each image is trained on.
+    assert not trainable["content_hash"].duplicated().any()
 
 
 @SETTINGS
@@ -136,6 +139,36 @@ def test_cleaning_policy_is_explicit() -> None:
     )
     assert lenient.excluded.empty
     assert len(lenient.table) == len(table)
+
+
+def test_one_copy_of_an_image_from_two_sources_is_trained_on() -> None:
+    columns = ["path", "label", "taxonomy", "split", "image_id", "content_hash", "width"]
+    table = pd.DataFrame(
+        [
+            # isic9 files this HAM akiec image as squamous cell carcinoma: the finer label wins
+            ("isic9/scc/1.jpg", "squamous_cell_carcinoma", "isic9", None, "ISIC_1", "p1", 180),
+            ("ham/1.jpg", "actinic_keratosis", "isic2018", None, "ISIC_1", "q1", 224),
+            # three copies: the 9-class ones win, then the larger of those
+            ("isic9/bcc/2.jpg", "basal_cell_carcinoma", "isic9", None, "ISIC_2", "p2", 180),
+            ("ham/2.jpg", "basal_cell_carcinoma", "isic2018", None, "ISIC_2", "q2", 224),
+            ("isic9/bcc/2b.jpg", "basal_cell_carcinoma", "isic9", None, None, "q2", 224),
+            # copies in a test split are evaluation images, never deduplicated
+            ("t/3.jpg", "nevus", "isic9", "test", "ISIC_3", "p3", 180),
+            ("t/3b.jpg", "nevus", "isic9", "test", None, "p3", 180),
+            *[(f"x{i}", "nevus" if i % 2 else "melanoma", "isic9", None, None, f"x{i}", 180)
+              for i in range(20)],
+        ],
+        columns=columns,
+    ).assign(height=lambda t: t["width"], group_id=None, source="s", source_label="-")
+    result = train_val_split(table, val_fraction=0.25, seed=0)
+    reasons = dict(zip(result.excluded["path"], result.excluded["reason"], strict=True))
+    assert reasons == {"ham/1.jpg": EXCLUDED_COPY, "isic9/bcc/2.jpg": EXCLUDED_COPY,
+                       "ham/2.jpg": EXCLUDED_COPY}
+    assert {"isic9/scc/1.jpg", "isic9/bcc/2b.jpg", "t/3.jpg", "t/3b.jpg"} <= set(
+        result.table["path"])
+    everything = train_val_split(table, val_fraction=0.25, seed=0,
+                                 policy=CleaningPolicy(drop_duplicate_copies=False))
+    assert everything.excluded.empty
 
 
 def test_source_val_split_is_kept() -> None:

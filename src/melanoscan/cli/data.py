@@ -74,6 +74,9 @@ def split(
     group_near_duplicates: Annotated[
         bool, typer.Option(help="Keep near duplicates (pHash) on the same side of a split.")
     ] = True,
+    keep_duplicate_copies: Annotated[
+        bool, typer.Option(help="Train on every copy of an image found in several sources.")
+    ] = False,
     workers: WorkersOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -85,6 +88,7 @@ def split(
         exclude_label_conflicts=not keep_conflicts,
         exclude_eval_overlap=not keep_eval_overlap,
         group_near_duplicates=group_near_duplicates,
+        drop_duplicate_copies=not keep_duplicate_copies,
     )
     try:
         if folds:

@@ -215,7 +215,7 @@ def _read_csv_rows(
                 "path": str(image),
                 "label": taxonomy.from_isic2018(code),
                 "source_label": code,
-                "taxonomy": "isic2018",
+                "taxonomy": taxonomy.ISIC2018,
                 "source": source,
                 "image_id": _isic_id(image_id),
                 **extra,

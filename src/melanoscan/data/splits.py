@@ -21,12 +21,14 @@ from melanoscan.data.duplicates import (
     NEAR_DUPLICATE_MAX_DISTANCE,
     SAME_IMAGE_COLUMNS,
     connected_components,
+    identity_groups,
     near_duplicate_pairs,
     pairs_sharing_columns,
 )
 
 EXCLUDED_CONFLICT = "label conflict: the same image is filed under incompatible classes"
 EXCLUDED_EVAL_OVERLAP = "shares its image or lesion with an evaluation image"
+EXCLUDED_COPY = "another copy of the same image is kept (finer label, then larger file)"
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,11 @@ class CleaningPolicy:
         eval_splits: source splits that are held out for evaluation and never trained on.
         group_near_duplicates: treat near duplicates as the same image when grouping.
         near_max_distance: pHash distance for near duplicates.
+        drop_duplicate_copies: train on one copy of each image (same pixels or same ISIC id,
+            e.g. an isic9 image that is also in HAM10000): the copy with the finest label (a
+            9-class folder over a 7-code HAM label, which cannot tell squamous cell carcinoma
+            from actinic keratosis), then the largest. Without it, such an image is counted
+            twice and may be taught under two different classes.
     """
 
     exclude_label_conflicts: bool = True
@@ -47,6 +54,7 @@ class CleaningPolicy:
     eval_splits: tuple[str, ...] = ("test",)
     group_near_duplicates: bool = True
     near_max_distance: int = NEAR_DUPLICATE_MAX_DISTANCE
+    drop_duplicate_copies: bool = True
 
 
 @dataclass
@@ -92,14 +100,34 @@ def apply_policy(table: pd.DataFrame, policy: CleaningPolicy) -> tuple[pd.DataFr
     table["leak_group"] = leakage_groups(table, policy)
     is_eval = table["split"].isin(policy.eval_splits).to_numpy()
     reason = pd.Series([None] * len(table), dtype="object")
+    conflicted = _conflicted_rows(table)
     if policy.exclude_label_conflicts:
-        reason[_conflicted_rows(table) & ~is_eval] = EXCLUDED_CONFLICT
+        reason[conflicted & ~is_eval] = EXCLUDED_CONFLICT
     if policy.exclude_eval_overlap:
         eval_groups = set(table.loc[is_eval, "leak_group"])
         overlap = table["leak_group"].isin(eval_groups).to_numpy() & ~is_eval
         reason[overlap & reason.isna().to_numpy()] = EXCLUDED_EVAL_OVERLAP
+    if policy.drop_duplicate_copies:
+        # Conflicting copies are the conflict rule's business: deduplicating them would pick
+        # one of two incompatible labels.
+        candidates = reason.isna().to_numpy() & ~is_eval & ~conflicted
+        reason[_redundant_copies(table, candidates)] = EXCLUDED_COPY
     excluded = table[reason.notna().to_numpy()].assign(reason=reason.dropna().to_numpy())
     return table[reason.isna().to_numpy()].reset_index(drop=True), excluded.reset_index(drop=True)
+
+
+def _redundant_copies(table: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
+    """Mask of candidate rows that are a second copy of another candidate's image."""
+    rows = table[candidates]
+    if rows.empty:
+        return np.zeros(len(table), dtype=bool)
+    ranked = rows.assign(
+        _identity=identity_groups(rows),
+        _coarse=(rows.get("taxonomy", pd.Series("", index=rows.index)) == taxonomy.ISIC2018),
+        _pixels=-(rows.get("width", 0) * rows.get("height", 0)),
+    ).sort_values(["_identity", "_coarse", "_pixels", "path"])
+    redundant = ranked.index[ranked["_identity"].duplicated()]
+    return table.index.isin(redundant)
 
 
 def train_val_split(

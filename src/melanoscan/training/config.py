@@ -67,6 +67,8 @@ class DataConfig:
         exclude_label_conflicts: keep images with conflicting labels out of training.
         exclude_eval_overlap: keep training images that share content with test out.
         group_near_duplicates: keep near duplicates (pHash) on one side of the split.
+        drop_duplicate_copies: train on one copy of an image found in several sources (the
+            finest-labelled, then the largest); the others are listed in ``excluded.csv``.
         cache: ``disk`` (resized images kept across runs), ``memory`` or ``none``.
         cache_dir: disk cache location; ``None`` uses ``$XDG_CACHE_HOME/melanoscan``.
         num_workers: DataLoader workers per process; ``None`` sizes them to the machine.
@@ -77,6 +79,7 @@ class DataConfig:
     exclude_label_conflicts: bool = True
     exclude_eval_overlap: bool = True
     group_near_duplicates: bool = True
+    drop_duplicate_copies: bool = True
     cache: str = "disk"
     cache_dir: str | None = None
     num_workers: int | None = None

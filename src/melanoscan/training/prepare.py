@@ -82,6 +82,7 @@ def prepare_data(
         exclude_label_conflicts=config.data.exclude_label_conflicts,
         exclude_eval_overlap=config.data.exclude_eval_overlap,
         group_near_duplicates=config.data.group_near_duplicates,
+        drop_duplicate_copies=config.data.drop_duplicate_copies,
     )
     try:
         result = train_val_split(
