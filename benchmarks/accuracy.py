@@ -1,7 +1,7 @@
 """Accuracy of model bundles on the two held-out test sets, with 95% bootstrap intervals.
 
-Each bundle is scored with ``melanoscan.evaluation.evaluate`` (images the bundle trained or
-validated on are left out and counted) on:
+Each bundle is scored once per test set, with ``melanoscan.evaluation.evaluate`` (images the
+bundle trained or validated on are left out and counted) on:
 
 * ``isic9/Test``: 118 images, 9 classes;
 * ``isic2018_task3_test``: the 1,512-image ISIC 2018 Task 3 test set, 7 classes (9-class
@@ -9,14 +9,17 @@ validated on are left out and counted) on:
 
     python benchmarks/accuracy.py --model lite0=runs/lite0/bundle \\
         --model notebook=runs/notebook_baseline/bundle --tta
+
+Models scored by an earlier run stay in the results (``--fresh`` drops them).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from _report import command, machine, update_section, write_results
+from _report import RESULTS, command, machine, update_section, write_results
 
 from melanoscan import load_bundle
 from melanoscan.evaluation.evaluate import evaluate
@@ -24,6 +27,7 @@ from melanoscan.evaluation.report import format_estimate
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+ACCURACY = RESULTS / "accuracy.json"
 TEST_SETS = {
     "isic9/Test": ([DATA / "isic9"], "test"),
     "isic2018_task3_test": ([DATA / "isic2018_task3_test"], None),
@@ -35,13 +39,18 @@ def main() -> None:
     parser.add_argument("--model", action="append", required=True, metavar="NAME=BUNDLE")
     parser.add_argument("--tta", action="store_true", help="also score with TTA")
     parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--fresh", action="store_true",
+                        help="drop the models scored before (default: keep and add)")
     args = parser.parse_args()
 
-    results: dict[str, dict] = {}
+    # Models scored before keep their figures: each test set is scored once per model.
+    previous = json.loads(ACCURACY.read_text())["results"] if ACCURACY.exists() else {}
+    results: dict[str, dict] = {} if args.fresh else previous
     for spec in args.model:
         name, _, path = spec.partition("=")
         bundle = load_bundle(path)
-        results[name] = {"bundle": path, "calibration": bundle.metadata.calibration,
+        results[name] = {"bundle": path, "command": command(),
+                         "calibration": bundle.metadata.calibration,
                          "training": bundle.metadata.training.get("counts"), "test_sets": {}}
         for test_name, (data, split) in TEST_SETS.items():
             evaluation = evaluate(bundle, data, split=split, tta=args.tta,
@@ -82,14 +91,14 @@ def _table(payload: dict) -> str:
                     f"| {format_estimate(mel['specificity'])} |"
                 )
     models = "\n".join(
-        f"- **{name}**: `{m['bundle']}`; alert threshold "
-        f"{m['calibration'].get('alert_threshold')} (target sensitivity "
+        f"- **{name}**: `{m['bundle']}`, scored by `{m.get('command', payload['command'])}`; "
+        "alert threshold "
+        f"{m['calibration'].get('alert_threshold'):.4f} (target sensitivity "
         f"{m['calibration'].get('target_sensitivity')}, fitted on "
         f"{m['calibration'].get('fitted_on')})"
         for name, m in payload["results"].items()
     )
     return (
-        f"Command: `{payload['command']}`  \n"
         "95% bootstrap intervals (1,000 resamples). Images a model trained or validated on are "
         "left out of its score. ISIC 2018 figures are on its 7 codes (9-class probabilities "
         "summed per code).\n\n" + models + "\n\n" + header + "\n".join(rows)

@@ -1,0 +1,118 @@
+"""The table of training experiments: config, data, epochs, wall time, validation and test figures.
+
+For each run directory: the committed config it was started from, its data sources and split
+sizes, the epochs run and their summed wall time (``metrics.csv``), validation figures of the
+kept checkpoint with 95% bootstrap intervals (recomputed from ``validation_predictions.csv``),
+and the test figures ``benchmarks/accuracy.py`` measured for the same NAME, if any. Models are
+selected on the validation columns only.
+
+    python benchmarks/experiments.py \\
+        --run lite0-isic9-8ep=runs/balance_strategies/sampler,configs/efficientnet_lite0.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from _report import RESULTS, command, machine, update_section, write_results
+
+from melanoscan import taxonomy
+from melanoscan.evaluation.metrics import classification_metrics
+from melanoscan.evaluation.report import format_estimate
+
+
+def validation_figures(run: Path) -> dict:
+    table = pd.read_csv(run / "validation_predictions.csv")
+    table = table[table["readable"]]
+    classes = list(taxonomy.CLASSES)
+    labels = table["label"].map(classes.index).to_numpy()
+    probabilities = table[classes].to_numpy(dtype=np.float64)
+    metrics = classification_metrics(labels, probabilities, classes,
+                                     positive_class=taxonomy.MELANOMA, alert_threshold=None)
+    return {"images": len(table), "accuracy": metrics["accuracy"],
+            "balanced_accuracy": metrics["balanced_accuracy"],
+            "melanoma_auc": metrics["melanoma"]["auc"]}
+
+
+def describe(name: str, run: Path, config: str, accuracy: dict) -> dict:
+    metrics = pd.read_csv(run / "metrics.csv")
+    resolved = yaml.safe_load((run / "config.yaml").read_text())
+    summary = json.loads((run / "data_summary.json").read_text())
+    counts = {split: sum(per_class.values()) for split, per_class in summary["counts"].items()}
+    return {
+        "name": name,
+        "run": str(run),
+        "config": config,
+        "model": f"{resolved['model']['name']} {resolved['model']['image_size']}px",
+        "data": summary["sources"],
+        "images": counts,
+        "excluded": summary["excluded"],
+        "epochs": len(metrics),
+        "wall_minutes": float(metrics["epoch_seconds"].sum() / 60),
+        "validation": validation_figures(run),
+        "test": accuracy.get(name, {}).get("test_sets", {}),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", action="append", required=True, metavar="NAME=RUN_DIR,CONFIG")
+    args = parser.parse_args()
+    accuracy_file = RESULTS / "accuracy.json"
+    accuracy = json.loads(accuracy_file.read_text())["results"] if accuracy_file.exists() else {}
+    experiments = []
+    for spec in args.run:
+        name, _, rest = spec.partition("=")
+        run, _, config = rest.partition(",")
+        experiments.append(describe(name, Path(run), config, accuracy))
+        print(name, format_estimate(experiments[-1]["validation"]["balanced_accuracy"]))
+    payload = {"command": command(), "machine": machine(), "experiments": experiments}
+    write_results("experiments", payload)
+    update_section("experiments", "Training experiments", _table(payload))
+
+
+def _test(experiment: dict, test_set: str, figure: str) -> str:
+    results = experiment["test"].get(test_set, {}).get("results", {}).get("plain")
+    if not results:
+        return "not scored"
+    value = results["melanoma"]["auc"] if figure == "melanoma_auc" else results[figure]
+    return format_estimate(value)
+
+
+def _table(payload: dict) -> str:
+    rows = []
+    for e in payload["experiments"]:
+        data = " + ".join(Path(d).name for d in e["data"])
+        rows.append(
+            f"| {e['name']} | `{e['config']}` | {e['model']} | {data} "
+            f"({e['images'].get('train', 0)} train / {e['images'].get('val', 0)} val) "
+            f"| {e['epochs']} | {e['wall_minutes']:.0f} "
+            f"| {format_estimate(e['validation']['balanced_accuracy'])} "
+            f"| {format_estimate(e['validation']['melanoma_auc'])} "
+            f"| {_test(e, 'isic9/Test', 'accuracy')} "
+            f"| {_test(e, 'isic9/Test', 'balanced_accuracy')} "
+            f"| {_test(e, 'isic9/Test', 'melanoma_auc')} "
+            f"| {_test(e, 'isic2018_task3_test', 'balanced_accuracy')} "
+            f"| {_test(e, 'isic2018_task3_test', 'melanoma_auc')} |"
+        )
+    return (
+        f"Command: `{payload['command']}`  \n"
+        "Validation figures are those of the kept checkpoint (best validation balanced accuracy) "
+        "on the run's own validation split; models are chosen on them only. Test figures (plain, "
+        "no TTA) come from `benchmarks/accuracy.py` (isic9/Test: 118 images; ISIC 2018: 1,512 "
+        "images, 7 codes). 95% bootstrap intervals. Wall time: training plus validation epochs "
+        "on this 2-core CPU, as logged.\n\n"
+        "| experiment | config | model | data (images) | epochs | minutes | val balanced acc "
+        "| val melanoma AUC | isic9/Test acc | isic9/Test balanced acc | isic9/Test melanoma AUC "
+        "| ISIC 2018 balanced acc | ISIC 2018 melanoma AUC |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+    )
+
+
+if __name__ == "__main__":
+    main()
