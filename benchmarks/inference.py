@@ -4,24 +4,27 @@ End to end means from JPEG bytes on disk to calibrated probabilities: decode, pr
 (resize, crop, normalise) and the network. Decode + preprocess is also timed alone, so it is
 visible whether it dominates.
 
-    python benchmarks/inference.py --images ../shared/data/isic2018_task3_test --count 256
+    python benchmarks/inference.py --images ../shared/data/isic2018_task3_test --count 256 \\
+        --label shipped
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
-from _report import command, machine, update_section, write_results
+from _report import RESULTS, command, machine, update_section, write_results
 
 from melanoscan.bundle import resolve_bundle_path
 from melanoscan.data.images import decode, is_image_file
 from melanoscan.inference.predictor import Predictor
 
 BATCH_SIZES = (1, 8, 32)
+RESULT = RESULTS / "inference.json"
 
 
 def images_in(folder: Path, count: int) -> list[Path]:
@@ -63,6 +66,8 @@ def main() -> None:
     parser.add_argument("--images", type=Path, required=True)
     parser.add_argument("--count", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=50, help="single-image latency runs")
+    parser.add_argument("--label", required=True,
+                        help="row name; rows measured earlier under other labels are kept")
     args = parser.parse_args()
 
     files = images_in(args.images, args.count)
@@ -81,24 +86,33 @@ def main() -> None:
         }
         print(backend, results[backend])
 
-    payload = {"command": command(), "machine": machine(), "bundle": str(bundle),
-               "images": len(files), "source": str(args.images), "results": results}
-    path = write_results("inference", payload)
-    m = payload["machine"]
+    runs = json.loads(RESULT.read_text())["runs"] if RESULT.exists() else {}
+    runs[args.label] = {
+        "command": command(), "machine": machine(), "bundle": str(bundle),
+        "image_size": Predictor(bundle).preprocessing.image_size,
+        "images": len(files), "source": str(args.images), "results": results,
+    }
+    path = write_results("inference", {"runs": runs})
     rows = "\n".join(
-        f"| {backend} | {r['latency_ms_median']} | {r['latency_ms_p95']} | "
+        f"| {label} ({run['image_size']} px) | {backend} | {r['latency_ms_median']} "
+        f"| {r['latency_ms_p95']} | "
         + " | ".join(str(r["images_per_s"][str(b)]) for b in BATCH_SIZES)
         + f" | {r['decode_preprocess_ms_per_image']} |"
-        for backend, r in results.items()
+        for label, run in runs.items()
+        for backend, r in run["results"].items()
+    )
+    commands = "\n".join(
+        f"- {label}: `{run['command']}` on {run['machine']['cpu_cores']} CPU cores, torch "
+        f"{run['machine']['torch']}, GPU: {run['machine']['gpu'] or 'none'}; {run['images']} "
+        f"JPEGs from {run['source']}; model `{run['bundle']}`"
+        for label, run in runs.items()
     )
     body = (
-        f"Command: `{payload['command']}`  \n"
-        f"Machine: {m['cpu_cores']} CPU cores, torch {m['torch']}, GPU: {m['gpu'] or 'none'}. "
-        f"Model: `{bundle}`. {len(files)} JPEGs from {args.images}, end to end (decode, "
-        "preprocess, network, calibrated probabilities); decode + preprocess alone in the last "
-        "column. Goal for the shipped model: 100 images/s batched.\n\n"
-        "| backend | latency median ms | latency p95 ms | img/s batch 1 | img/s batch 8 "
-        "| img/s batch 32 | decode + preprocess ms/image |\n|---|---|---|---|---|---|---|\n"
+        "End to end (decode, preprocess, network, calibrated probabilities); decode + "
+        "preprocess alone in the last column. Goal for the shipped model: 100 images/s batched."
+        "\n\n" + commands + "\n\n"
+        "| model | backend | latency median ms | latency p95 ms | img/s batch 1 | img/s batch 8 "
+        "| img/s batch 32 | decode + preprocess ms/image |\n|---|---|---|---|---|---|---|---|\n"
         + rows
     )
     update_section("inference", "Inference speed", body)
