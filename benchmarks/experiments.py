@@ -55,8 +55,16 @@ def describe(name: str, run: Path, config: str, accuracy: dict) -> dict:
         "epochs": len(metrics),
         "wall_minutes": float(metrics["epoch_seconds"].sum() / 60),
         "validation": validation_figures(run),
-        "test": accuracy.get(name, {}).get("test_sets", {}),
+        "test": {test_set: _headline(test) for test_set, test
+                 in accuracy.get(name, {}).get("test_sets", {}).items()},
     }
+
+
+def _headline(test: dict) -> dict:
+    plain = test["results"]["plain"]
+    return {"images": test["images"], "accuracy": plain["accuracy"],
+            "balanced_accuracy": plain["balanced_accuracy"],
+            "melanoma_auc": plain["melanoma"]["auc"]}
 
 
 def main() -> None:
@@ -77,11 +85,8 @@ def main() -> None:
 
 
 def _test(experiment: dict, test_set: str, figure: str) -> str:
-    results = experiment["test"].get(test_set, {}).get("results", {}).get("plain")
-    if not results:
-        return "not scored"
-    value = results["melanoma"]["auc"] if figure == "melanoma_auc" else results[figure]
-    return format_estimate(value)
+    headline = experiment["test"].get(test_set)
+    return format_estimate(headline[figure]) if headline else "not scored"
 
 
 def _table(payload: dict) -> str:
