@@ -91,6 +91,12 @@ def _status(test_metrics: dict) -> str:
             "|---|---|---|---|---|\n" + "\n".join(rows))
 
 
+def _rare(counts: dict, below: int = 100) -> str:
+    train = counts.get("train", {})
+    rare = sorted((n, name) for name, n in train.items() if n < below)
+    return ", ".join(f"{name.replace('_', ' ')} {n}" for n, name in rare) or "none"
+
+
 def model_card(meta: dict, accuracy: dict) -> str:
     training = meta["training"]
     config = training["config"]
@@ -164,12 +170,15 @@ non-dermoscopic photographs, not for children or skin types absent from the data
 further validation.
 
 ## Limitations
-- Trained on the ISIC archive images of the shared data only; dermoscopy devices, populations
-  and skin types outside it are not represented, and performance there is unknown.
+- Trained on ISIC archive and HAM10000 images only; dermoscopy devices, populations and skin
+  types outside them are not represented, and performance there is unknown.
 - isic9's classes are confounded with their source archive (see the audit); a model can learn
   the archive instead of the lesion, and the isic9 validation figures cannot show it.
-- Some classes have few images (seborrheic keratosis, dermatofibroma, vascular lesion): their
-  per-class figures have wide intervals.
+- Some classes have few training images ({_rare(counts)}): their per-class figures have wide
+  intervals, and a class with a handful of images is practically never predicted. Seborrheic
+  keratosis is the extreme case: the audit excludes almost all of isic9's copies (the same
+  images are filed under other classes too) and HAM10000 labels it only as `bkl`, which maps to
+  pigmented benign keratosis.
 - The alert threshold targets sensitivity on a small validation set; its sensitivity on new
   data has the interval shown above, not the target.
 """
