@@ -112,6 +112,11 @@ def test_inverse_frequency_weights() -> None:
     assert weights.tolist() == pytest.approx([2 / 3, 2.0, 0.0])
     with pytest.raises(ValueError, match="labels must lie"):
         inverse_frequency_weights(np.array([0, 3]), 3)
+    # 2 images among 1,000: uncapped weight 1000 / (2 * 2) = 250, capped at 10.
+    rare = np.array([0] * 998 + [1] * 2)
+    assert inverse_frequency_weights(rare, 2)[1] == pytest.approx(250.0)
+    assert inverse_frequency_weights(rare, 2, max_weight=10.0).tolist() == pytest.approx(
+        [1000 / (2 * 998), 10.0])
 
 
 def test_balanced_sampler_draws_classes_equally() -> None:

@@ -132,10 +132,13 @@ class BalanceConfig:
             class weights), ``offline`` (the notebook's way: augmented copies of training
             images written to disk up to ``offline_per_class`` per class), or ``none``.
         offline_per_class: target images per class for ``offline``.
+        max_class_weight: cap on a class's loss weight for ``weighted_loss`` (uncapped, a class
+            of 2 images among thousands dominates the loss).
     """
 
     strategy: str = "sampler"
     offline_per_class: int = 500
+    max_class_weight: float = 10.0
 
 
 @dataclass
@@ -222,6 +225,7 @@ class TrainConfig:
                 f"balance.strategy must be one of {BALANCE_STRATEGIES}",
             ),
             (self.balance.offline_per_class >= 1, "balance.offline_per_class must be >= 1"),
+            (self.balance.max_class_weight > 0, "balance.max_class_weight must be > 0"),
             (self.optim.optimizer in OPTIMIZERS, f"optim.optimizer must be one of {OPTIMIZERS}"),
             (self.optim.lr > 0, "optim.lr must be positive"),
             (0.0 <= self.optim.label_smoothing < 1.0, "optim.label_smoothing must be in [0, 1)"),

@@ -247,7 +247,8 @@ def _build_module(
                          **model_kwargs(config, preprocessing))
     weights = None
     if config.balance.strategy == "weighted_loss":
-        weights = inverse_frequency_weights(datamodule.train_set.labels, num_classes)
+        weights = inverse_frequency_weights(datamodule.train_set.labels, num_classes,
+                                            max_weight=config.balance.max_class_weight)
     return LesionClassifier(model, num_classes, config.optim, class_weights=weights,
                             channels_last=config.channels_last)
 
