@@ -6,8 +6,9 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from melanoscan.training.module import balanced_accuracy, warmup_cosine
+from melanoscan.training.module import balanced_accuracy, warmup_cosine, weighted_cross_entropy
 
 
 def test_balanced_accuracy_ignores_absent_classes() -> None:
@@ -25,3 +26,19 @@ def test_warmup_then_cosine() -> None:
     assert values[14] == pytest.approx(0.1)
     assert all(a >= b for a, b in itertools.pairwise(values[4:]))
     assert warmup_cosine(100, 4, 14, 0.1) == pytest.approx(0.1)
+
+
+def test_weighted_cross_entropy() -> None:
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 1, 1, 0])
+    weights = torch.tensor([10.0, 1.0, 2.0])
+    expected = F.cross_entropy(logits, labels, label_smoothing=0.1)
+    assert weighted_cross_entropy(logits, labels, None, 0.1) == pytest.approx(float(expected))
+    # Without smoothing it is torch's weighted mean.
+    expected = F.cross_entropy(logits, labels, weight=weights)
+    assert weighted_cross_entropy(logits, labels, weights, 0.0) == pytest.approx(float(expected))
+    # With smoothing, an image of a light class is not pulled towards the heavy class.
+    uniform = torch.zeros(1, 3, requires_grad=True)
+    weighted_cross_entropy(uniform, torch.tensor([1]), weights, 0.3).backward()
+    assert uniform.grad[0, 1] < 0 < uniform.grad[0, 0]
+    assert uniform.grad[0, 0] == pytest.approx(float(uniform.grad[0, 2]))

@@ -80,10 +80,8 @@ class LesionClassifier(L.LightningModule):
         if len(labels) == 0:
             return None
         logits = self(images)
-        loss = F.cross_entropy(
-            logits, labels, weight=self.class_weights, label_smoothing=self.optim.label_smoothing
-        )
-        return loss, logits, labels
+        return weighted_cross_entropy(logits, labels, self.class_weights,
+                                      self.optim.label_smoothing), logits, labels
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         result = self._loss(batch)
@@ -134,3 +132,20 @@ class LesionClassifier(L.LightningModule):
             lambda step: warmup_cosine(step, warmup, total, self.optim.min_lr_ratio),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def weighted_cross_entropy(
+    logits: Tensor, labels: Tensor, class_weights: Tensor | None, label_smoothing: float
+) -> Tensor:
+    """Cross-entropy with label smoothing, each image weighted by its true class's weight.
+
+    Not ``F.cross_entropy(weight=..., label_smoothing=...)``: torch weights the smoothing term
+    of every class by that class's weight, which pulls every image towards the heavily
+    weighted rare classes (a weighted-loss run with it stayed at validation accuracy
+    0.27-0.41 for 4 epochs, against 0.69-0.74 for the sampler).
+    """
+    losses = F.cross_entropy(logits, labels, reduction="none", label_smoothing=label_smoothing)
+    if class_weights is None:
+        return losses.mean()
+    weights = class_weights.to(losses.dtype)[labels]
+    return (losses * weights).sum() / weights.sum().clamp_min(torch.finfo(losses.dtype).tiny)
