@@ -36,6 +36,11 @@ WorkersOpt = Annotated[
     int | None, typer.Option(help="Decoding processes (default: CPU count, at most 8).")
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option("--model", help="Model bundle directory (default: the model shipped inside)."),
+]
+BackendOpt = Annotated[str, typer.Option(help="auto, onnx or torch.")]
 
 
 def _version(value: bool) -> None:

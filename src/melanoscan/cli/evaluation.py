@@ -9,12 +9,8 @@ from typing import Annotated
 
 import typer
 
-from melanoscan.cli._app import QuietOpt, app, console, error_console, fail
+from melanoscan.cli._app import ModelOpt, QuietOpt, app, console, error_console, fail
 
-ModelOpt = Annotated[
-    Path | None,
-    typer.Option("--model", help="Model bundle directory (default: the model shipped inside)."),
-]
 DataOpt = Annotated[
     list[Path],
     typer.Option("--data", help="Labelled data source (repeatable); any format 'audit' reads."),

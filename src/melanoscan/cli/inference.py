@@ -8,12 +8,7 @@ from typing import Annotated
 
 import typer
 
-from melanoscan.cli._app import QuietOpt, app, console, error_console, fail
-
-ModelOpt = Annotated[
-    Path | None,
-    typer.Option("--model", help="Model bundle directory (default: the model shipped inside)."),
-]
+from melanoscan.cli._app import BackendOpt, ModelOpt, QuietOpt, app, console, error_console, fail
 
 
 @app.command()
@@ -27,7 +22,7 @@ def predict(
         str, typer.Option("--format", help="table (triage list), csv or json.")
     ] = "table",
     output: Annotated[Path | None, typer.Option(help="Write to this file, not stdout.")] = None,
-    backend: Annotated[str, typer.Option(help="auto, onnx or torch.")] = "auto",
+    backend: BackendOpt = "auto",
     report: Annotated[
         Path | None,
         typer.Option(help="Also write an HTML triage report (thumbnails, Grad-CAM) here."),

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from melanoscan.cli._app import app, console, fail
+from melanoscan.cli._app import BackendOpt, ModelOpt, app, console, fail
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -20,14 +19,11 @@ ENV_LIMITS = "MELANOSCAN_SERVE_LIMITS"
 
 @app.command()
 def serve(
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", help="Model bundle directory (default: the model shipped inside)."),
-    ] = None,
+    model: ModelOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Server processes, each with its own model.")] = 1,
-    backend: Annotated[str, typer.Option(help="auto, onnx or torch.")] = "auto",
+    backend: BackendOpt = "auto",
     max_file_mb: Annotated[float, typer.Option(help="Largest image file, in MiB.")] = 20.0,
     max_images: Annotated[int, typer.Option(help="Most images per request.")] = 32,
     max_pixels: Annotated[
