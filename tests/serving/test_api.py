@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import struct
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +165,24 @@ def test_pixel_limit_is_checked_before_decoding(predictor: Predictor) -> None:
     strict = client_for(predictor, max_pixels=1_000_000)
     assert_error(strict.post("/v1/predict", files=upload(("bomb.png", bomb))),
                  413, "image_too_large")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` and holds no pixel data."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(
+            ">I", zlib.crc32(kind + body))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_a_declared_giant_is_refused_from_its_header(client: TestClient) -> None:
+    # 50,000 x 50,000 pixels: past PIL's own bomb guard, which refuses it while opening.
+    response = client.post("/v1/predict", files=upload(("giant.png", png_header_only(50_000,
+                                                                                     50_000))))
+    assert_error(response, 413, "image_too_large")
 
 
 @pytest.mark.parametrize(

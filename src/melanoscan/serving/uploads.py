@@ -50,7 +50,9 @@ def read_image(data: bytes, filename: str, limits: ServeLimits) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as header:
                 image_format, (width, height) = header.format, header.size
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except Image.DecompressionBombError as exc:
+        raise UploadError(413, "image_too_large", str(exc), filename) from None
+    except UnidentifiedImageError:
         raise UploadError(
             415, "not_an_image", "the content is not a recognised image", filename
         ) from None
