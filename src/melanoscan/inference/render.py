@@ -13,7 +13,7 @@ from rich.table import Table
 from melanoscan.inference.predictor import Prediction, Predictor, SkippedInput
 from melanoscan.taxonomy import DISPLAY_NAMES
 
-__all__ = ["FIXED_COLUMNS", "print_table", "to_csv", "to_json"]
+__all__ = ["FIXED_COLUMNS", "model_fields", "print_table", "to_csv", "to_json"]
 
 FIXED_COLUMNS = ("path", "predicted_class", "confidence", "melanoma_probability",
                  "melanoma_alert")
@@ -35,12 +35,17 @@ def to_json(
     predictions: Sequence[Prediction], skipped: Sequence[SkippedInput], predictor: Predictor
 ) -> str:
     payload = {
-        "model": {"name": predictor.name, "version": predictor.version,
-                  "alert_threshold": predictor.alert_threshold, "backend": predictor.backend},
+        "model": model_fields(predictor),
         "predictions": [p.to_dict() for p in predictions],
         "skipped": [vars(s) for s in skipped],
     }
     return json.dumps(payload, indent=2) + "\n"
+
+
+def model_fields(predictor: Predictor) -> dict[str, object]:
+    """The model block of a JSON answer (``predict --format json`` and the service)."""
+    return {"name": predictor.name, "version": predictor.version,
+            "alert_threshold": predictor.alert_threshold, "backend": predictor.backend}
 
 
 def triage_order(predictions: Sequence[Prediction]) -> list[Prediction]:

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from melanoscan import __version__
 from melanoscan.inference.predictor import Prediction, Predictor
+from melanoscan.inference.render import model_fields
 from melanoscan.serving.limits import ServeLimits
 from melanoscan.serving.uploads import UploadError, read_image
 
@@ -115,9 +116,7 @@ class _Service:
                 result["gradcam"] = self._gradcam(image, prediction, gradcam_class)
             results.append(result)
         return {
-            "model": {"name": self.predictor.name, "version": self.predictor.version,
-                      "alert_threshold": self.predictor.alert_threshold,
-                      "backend": self.predictor.backend},
+            "model": model_fields(self.predictor),
             "predictions": results,
             "skipped": [{"index": index, "path": e.filename, "code": e.code, "reason": e.message}
                         for index, e in skipped],
