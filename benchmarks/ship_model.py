@@ -21,6 +21,8 @@ from melanoscan.inference.export import export_onnx
 ROOT = Path(__file__).resolve().parents[1]
 ACCURACY = ROOT / "benchmarks" / "results" / "accuracy.json"
 CARD = ROOT / "docs" / "MODEL_CARD.md"
+IMAGES = ROOT / "docs" / "images"
+PLOTS = ("training_curves.png", "confusion_matrix_val.png")
 TARGETS = (  # issue 7: (test set, figure, goal), all on the plain (no TTA) results
     ("isic9/Test", "accuracy", 0.80),
     ("isic9/Test", "balanced_accuracy", 0.75),
@@ -49,6 +51,8 @@ def main() -> None:
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(args.bundle, target, ignore=shutil.ignore_patterns("*.onnx"))
+    for plot in PLOTS:  # the run's curves and validation confusion matrix, for the card
+        shutil.copy(args.bundle.parent / plot, IMAGES / f"shipped_{plot}")
     export_onnx(target)
     metadata = read_metadata(target)
     metadata.name = "melanoscan-efficientnet-lite0"
@@ -162,6 +166,12 @@ Held-out test sets, measured once by `benchmarks/accuracy.py` (95% bootstrap int
 
 {TABLE_HEADER}
 {chr(10).join(rows)}
+
+## Learning curves and validation confusions
+
+![Training curves](images/shipped_training_curves.png)
+
+![Validation confusion matrix](images/shipped_confusion_matrix_val.png)
 
 ## Intended use
 Research on dermoscopy image classification, teaching, and triage experiments where a
