@@ -129,3 +129,12 @@ def test_balanced_sampler_draws_classes_equally() -> None:
     )
     shares = np.bincount(labels[list(sampler)], minlength=3) / 3000
     assert shares == pytest.approx([1 / 3] * 3, abs=0.04)
+
+
+@pytest.mark.parametrize("power", [0.0, 0.5, 1.0])
+def test_sampler_power_sets_class_shares(power: float) -> None:
+    labels = np.array([0] * 100 + [1] * 25 + [2] * 4)
+    weights = balanced_sample_weights(labels, power)
+    shares = np.bincount(labels, weights=weights) / weights.sum()
+    expected = np.array([100, 25, 4], dtype=float) ** (1 - power)
+    assert shares == pytest.approx(expected / expected.sum())

@@ -85,13 +85,17 @@ class LesionDataset(Dataset[Item]):
         return image, label, index, True
 
 
-def balanced_sample_weights(labels: np.ndarray) -> np.ndarray:
-    """Per-sample weights ``1 / count(class)``: a weighted sampler then draws classes equally."""
+def balanced_sample_weights(labels: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """Per-sample weights ``count(class) ** -power`` for a weighted sampler.
+
+    A class is then drawn in proportion to ``count ** (1 - power)``: ``1`` draws classes
+    equally, ``0.5`` in proportion to the square root of their size, ``0`` as they come.
+    """
     labels = np.asarray(labels, dtype=np.int64)
     if labels.size == 0:
         return np.zeros(0, dtype=np.float64)
     counts = np.bincount(labels)
-    return 1.0 / counts[labels].astype(np.float64)
+    return counts[labels].astype(np.float64) ** -power
 
 
 def inverse_frequency_weights(

@@ -134,11 +134,15 @@ class BalanceConfig:
         offline_per_class: target images per class for ``offline``.
         max_class_weight: cap on a class's loss weight for ``weighted_loss`` (uncapped, a class
             of 2 images among thousands dominates the loss).
+        sampler_power: for ``sampler``, classes are drawn in proportion to
+            ``count ** (1 - sampler_power)``: 1 draws them equally (2 images of a class then fill
+            1/9 of every batch), 0.5 by the square root of their size, 0 as they come.
     """
 
     strategy: str = "sampler"
     offline_per_class: int = 500
     max_class_weight: float = 10.0
+    sampler_power: float = 1.0
 
 
 @dataclass
@@ -226,6 +230,7 @@ class TrainConfig:
             ),
             (self.balance.offline_per_class >= 1, "balance.offline_per_class must be >= 1"),
             (self.balance.max_class_weight > 0, "balance.max_class_weight must be > 0"),
+            (0 <= self.balance.sampler_power <= 1, "balance.sampler_power must be in [0, 1]"),
             (self.optim.optimizer in OPTIMIZERS, f"optim.optimizer must be one of {OPTIMIZERS}"),
             (self.optim.lr > 0, "optim.lr must be positive"),
             (0.0 <= self.optim.label_smoothing < 1.0, "optim.label_smoothing must be in [0, 1)"),

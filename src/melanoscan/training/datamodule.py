@@ -77,7 +77,8 @@ class LesionDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.config.seed)
         if self.config.balance.strategy == "sampler":
-            weights = balanced_sample_weights(self.train_set.labels)
+            weights = balanced_sample_weights(self.train_set.labels,
+                                              self.config.balance.sampler_power)
             sampler = WeightedRandomSampler(
                 weights.tolist(), num_samples=len(weights), replacement=True, generator=generator
             )
