@@ -105,7 +105,8 @@ def inverse_frequency_weights(
 
     Present classes then contribute equally to a weighted loss, and the weights average 1 over
     the samples. ``max_weight`` caps a class's weight: without it, a class of 2 images among
-    5,700 weighs 317, and one epoch teaches the model to predict nothing else (measured).
+    5,700 weighs 317 (the run that had it, with label smoothing also weighted per class, reached
+    validation accuracy 0.006 after one epoch).
     """
     labels = np.asarray(labels, dtype=np.int64)
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
