@@ -22,7 +22,7 @@ import yaml
 from _report import RESULTS, command, machine, update_section, write_results
 
 from melanoscan import taxonomy
-from melanoscan.evaluation.metrics import classification_metrics
+from melanoscan.evaluation.metrics import classification_metrics, melanoma_metrics
 from melanoscan.evaluation.report import format_estimate
 
 
@@ -36,7 +36,22 @@ def validation_figures(run: Path) -> dict:
                                      positive_class=taxonomy.MELANOMA, alert_threshold=None)
     return {"images": len(table), "accuracy": metrics["accuracy"],
             "balanced_accuracy": metrics["balanced_accuracy"],
-            "melanoma_auc": metrics["melanoma"]["auc"]}
+            "melanoma_auc": metrics["melanoma"]["auc"],
+            "old_archive": _old_archive_figures(table)}
+
+
+# ISIC ids below this one predate HAM10000. isic9/Test's melanomas and nevi are all from that
+# older archive, while most training ones come from HAM10000: the validation images of the old
+# archive are the closest the validation split gets to that shift.
+FIRST_HAM10000_ID = 24306
+
+
+def _old_archive_figures(table: pd.DataFrame) -> dict:
+    ids = table["path"].str.extract(r"ISIC_(\d+)", expand=False).astype(float)
+    old = table[ids < FIRST_HAM10000_ID]
+    positive = (old["label"] == taxonomy.MELANOMA).to_numpy()
+    melanoma = melanoma_metrics(positive, old[taxonomy.MELANOMA].to_numpy(), None)
+    return {"images": len(old), "melanomas": int(positive.sum()), "melanoma_auc": melanoma["auc"]}
 
 
 def describe(name: str, run: Path, config: str, accuracy: dict) -> dict:
@@ -48,7 +63,7 @@ def describe(name: str, run: Path, config: str, accuracy: dict) -> dict:
         "name": name,
         "run": str(run),
         "config": config,
-        "model": f"{resolved['model']['name']} {resolved['model']['image_size']}px",
+        "model": _model_label(resolved["model"]),
         "data": summary["sources"],
         "images": counts,
         "excluded": summary["excluded"],
@@ -89,6 +104,13 @@ def _test(experiment: dict, test_set: str, figure: str) -> str:
     return format_estimate(headline[figure]) if headline else "not scored"
 
 
+def _old_archive(experiment: dict) -> str:
+    old = experiment["validation"].get("old_archive")
+    if not old:
+        return "n/a"
+    return f"{format_estimate(old['melanoma_auc'])} (n={old['images']}, {old['melanomas']} mel)"
+
+
 def _table(payload: dict) -> str:
     rows = []
     for e in payload["experiments"]:
@@ -99,6 +121,7 @@ def _table(payload: dict) -> str:
             f"| {e['epochs']} | {e['wall_minutes']:.0f} "
             f"| {format_estimate(e['validation']['balanced_accuracy'])} "
             f"| {format_estimate(e['validation']['melanoma_auc'])} "
+            f"| {_old_archive(e)} "
             f"| {_test(e, 'isic9/Test', 'accuracy')} "
             f"| {_test(e, 'isic9/Test', 'balanced_accuracy')} "
             f"| {_test(e, 'isic9/Test', 'melanoma_auc')} "
@@ -112,12 +135,21 @@ def _table(payload: dict) -> str:
         "no TTA) come from `benchmarks/accuracy.py` (isic9/Test: 118 images; ISIC 2018: 1,512 "
         "images, 7 codes). 95% bootstrap intervals. Wall time: training plus validation epochs "
         "on this 2-core CPU, as logged. 'not scored': a run that lost on validation is not run "
-        "on the test sets.\n\n"
+        "on the test sets. Old-archive columns: the validation images with ISIC ids below "
+        f"{FIRST_HAM10000_ID} (older than HAM10000; melanomas and nevi only), where isic9/Test's "
+        "melanomas and nevi come from.\n\n"
         "| experiment | config | model | data (images) | epochs | minutes | val balanced acc "
-        "| val melanoma AUC | isic9/Test acc | isic9/Test balanced acc | isic9/Test melanoma AUC "
+        "| val melanoma AUC | val old-archive melanoma AUC | isic9/Test acc "
+        "| isic9/Test balanced acc | isic9/Test melanoma AUC "
         "| ISIC 2018 balanced acc | ISIC 2018 melanoma AUC |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
     )
+
+
+def _model_label(model: dict) -> str:
+    constancy = model.get("colour_constancy", "none")
+    extra = "" if constancy == "none" else f", {constancy.replace('_', ' ')}"
+    return f"{model['name']} {model['image_size']}px{extra}"
 
 
 if __name__ == "__main__":

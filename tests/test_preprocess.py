@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from melanoscan.preprocess import Preprocessing
+from melanoscan.preprocess import Preprocessing, shades_of_gray
 from tests.conftest import random_image
 
 
@@ -50,3 +50,48 @@ def test_dict_round_trip_and_validation() -> None:
         Preprocessing(8, input_range="percent")
     with pytest.raises(ValueError, match="image_size"):
         Preprocessing(2)
+
+
+def _lesion_like(seed: int) -> np.ndarray:
+    """A reddish-brown random image whose channels stay below 200, so gains do not clip."""
+    rng = np.random.default_rng(seed)
+    base = np.array([170.0, 120.0, 110.0]) * rng.uniform(0.5, 1.0, size=(24, 24, 1))
+    return np.clip(base + rng.normal(0, 10, size=(24, 24, 3)), 0, 199).astype(np.uint8)
+
+
+def test_shades_of_gray_removes_a_colour_cast() -> None:
+    pixels = _lesion_like(0)
+    cast = np.clip(pixels * np.array([1.25, 1.0, 0.8]), 0, 255).astype(np.float32)
+    corrected, corrected_cast = shades_of_gray(pixels), shades_of_gray(cast)
+    assert corrected.dtype == np.float32 and corrected.shape == pixels.shape
+    # The cast is a gain per channel, which the estimate divides out, up to the overall
+    # brightness the gains also changed (and rounding).
+    brightness = corrected_cast.sum() / corrected.sum()
+    np.testing.assert_allclose(corrected_cast, corrected * brightness, atol=1.0)
+    assert np.abs(cast - pixels).max() > 30  # the cast was real
+    # The channels' power means come out equal: the estimated illuminant is grey.
+    power_means = np.mean((corrected / 255.0) ** 6, axis=(0, 1)) ** (1 / 6)
+    np.testing.assert_allclose(power_means, power_means.mean(), rtol=0.02)
+
+
+def test_shades_of_gray_keeps_grey_images_and_works_per_image_in_a_batch() -> None:
+    grey = np.full((8, 8, 3), 90, dtype=np.uint8)
+    np.testing.assert_allclose(shades_of_gray(grey), 90.0, rtol=1e-5)
+    batch = np.stack([_lesion_like(1), _lesion_like(2)])
+    np.testing.assert_allclose(shades_of_gray(batch)[1], shades_of_gray(batch[1]), rtol=1e-6)
+    black = np.zeros((4, 4, 3), dtype=np.uint8)
+    assert np.isfinite(shades_of_gray(black)).all()
+
+
+def test_colour_constancy_is_part_of_normalise() -> None:
+    pixels = _lesion_like(3)
+    plain = Preprocessing(24, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    constant = Preprocessing.from_dict({**plain.to_dict(), "colour_constancy": "shades_of_gray"})
+    expected = plain.normalise(shades_of_gray(pixels))
+    np.testing.assert_allclose(constant.normalise(pixels), expected, rtol=1e-6)
+    assert not np.allclose(plain.normalise(pixels), expected)
+    with pytest.raises(ValueError, match="colour_constancy"):
+        Preprocessing(8, colour_constancy="grey_world")
+    # Bundles written before the option existed read as "none".
+    older = {k: v for k, v in plain.to_dict().items() if k != "colour_constancy"}
+    assert Preprocessing.from_dict(older).colour_constancy == "none"

@@ -14,11 +14,34 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-__all__ = ["RESIZE_POLICY", "Preprocessing"]
+__all__ = ["COLOUR_CONSTANCY", "RESIZE_POLICY", "Preprocessing", "shades_of_gray"]
 
 # Shorter side scaled to the input size (bicubic, antialiased), then the centre square cropped:
 # no aspect distortion, and dermoscopy images are centred on the lesion.
 RESIZE_POLICY = "shorter_side_then_centre_crop"
+
+COLOUR_CONSTANCY: tuple[str, ...] = ("none", "shades_of_gray")
+"""Colour normalisations :meth:`Preprocessing.normalise` can apply before standardising."""
+
+SHADES_OF_GRAY_POWER = 6
+"""Minkowski norm of the illuminant estimate (Finlayson & Trezzi 2004; p=6 as in the ISIC 2018
+challenge entries of Barata et al.)."""
+
+
+def shades_of_gray(pixels: np.ndarray, power: int = SHADES_OF_GRAY_POWER) -> np.ndarray:
+    """Shades-of-gray colour constancy of ``(..., H, W, 3)`` pixels in ``0..255``, as float32.
+
+    Each image's illuminant is estimated as the per-channel ``power``-mean of its pixels and
+    divided out, keeping the overall brightness about the same: an image whose channels were
+    multiplied by different gains (another camera, another light) comes out with the same
+    colours, up to a common brightness factor and clipping.
+    """
+    array = np.asarray(pixels, dtype=np.float32)
+    scaled = array / np.float32(255.0)  # keeps scaled**power far from float32 overflow
+    illuminant = np.power(np.mean(np.power(scaled, power), axis=(-3, -2)), 1.0 / power)
+    norm = np.linalg.norm(illuminant, axis=-1, keepdims=True)
+    gains = norm / (np.sqrt(np.float32(3.0)) * np.maximum(illuminant, np.float32(1e-6)))
+    return np.clip(array * gains[..., None, None, :], 0.0, 255.0).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -32,6 +55,9 @@ class Preprocessing:
         input_range: ``"unit"`` for normalised inputs, ``"0_255"`` for models that take raw
             pixel values and rescale them themselves (``mean`` and ``std`` are then unused).
         resize_policy: recorded for the bundle; only :data:`RESIZE_POLICY` exists.
+        colour_constancy: ``"none"`` or ``"shades_of_gray"`` (see :func:`shades_of_gray`),
+            applied to the resized (and, in training, augmented) pixels before standardising;
+            it evens out colour casts between cameras and archives.
     """
 
     image_size: int
@@ -39,6 +65,7 @@ class Preprocessing:
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     input_range: str = "unit"
     resize_policy: str = RESIZE_POLICY
+    colour_constancy: str = "none"
 
     def __post_init__(self) -> None:
         if self.image_size < 8:
@@ -47,9 +74,16 @@ class Preprocessing:
             raise ValueError(f"input_range must be 'unit' or '0_255', got {self.input_range!r}")
         if self.resize_policy != RESIZE_POLICY:
             raise ValueError(f"unknown resize policy {self.resize_policy!r}")
+        if self.colour_constancy not in COLOUR_CONSTANCY:
+            raise ValueError(
+                f"colour_constancy must be one of {COLOUR_CONSTANCY}, "
+                f"got {self.colour_constancy!r}"
+            )
 
     @classmethod
-    def for_model(cls, model_name: str, image_size: int | None = None) -> Preprocessing:
+    def for_model(
+        cls, model_name: str, image_size: int | None = None, colour_constancy: str = "none"
+    ) -> Preprocessing:
         """The recipe a registered model expects, at its default size unless given."""
         from melanoscan.models.factory import get_model_spec  # imports torch: only when needed
 
@@ -59,6 +93,7 @@ class Preprocessing:
             mean=spec.mean,
             std=spec.std,
             input_range="0_255" if spec.expects_0_255 else "unit",
+            colour_constancy=colour_constancy,
         )
 
     def resize(self, image: Image.Image) -> np.ndarray:
@@ -78,6 +113,8 @@ class Preprocessing:
 
     def normalise(self, pixels: np.ndarray) -> np.ndarray:
         """``float32`` channels-first input from ``uint8`` ``(H, W, 3)`` or ``(N, H, W, 3)``."""
+        if self.colour_constancy == "shades_of_gray":
+            pixels = shades_of_gray(pixels)
         array = np.moveaxis(pixels.astype(np.float32), -1, -3)
         if self.input_range == "0_255":
             return np.ascontiguousarray(array)

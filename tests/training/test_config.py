@@ -55,6 +55,7 @@ def test_partial_file_keeps_defaults(tmp_path: Path) -> None:
         ("epochs: 0\n", "epochs must be at least 1"),
         ("monitor: train_loss\n", "monitor must be a validation metric"),
         ("balance:\n  sampler_power: 2\n", "balance.sampler_power must be in \\[0, 1\\]"),
+        ("model:\n  colour_constancy: grey_world\n", "model.colour_constancy must be one of"),
         ("balance:\n  max_class_weight: 0\n", "balance.max_class_weight must be > 0"),
         ("- 1\n- 2\n", "config must be a mapping"),
         ("epochs: [1\n", "not valid YAML"),

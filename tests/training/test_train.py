@@ -56,9 +56,14 @@ def test_run_writes_record_and_a_bundle_that_predicts(tiny_data: Path, tmp_path:
     assert alerts[melanoma].mean() >= 0.95
 
 
-def test_validation_input_equals_prediction_input(tiny_data: Path, tmp_path: Path) -> None:
-    result = train([tiny_data], tmp_path / "run", tiny_config(epochs=1), show_progress=False)
+@pytest.mark.parametrize("colour_constancy", ["none", "shades_of_gray"])
+def test_validation_input_equals_prediction_input(
+    tiny_data: Path, tmp_path: Path, colour_constancy: str
+) -> None:
+    config = tiny_config(epochs=1, **{"model.colour_constancy": colour_constancy})
+    result = train([tiny_data], tmp_path / "run", config, show_progress=False)
     bundle = load_bundle(result.bundle_dir)
+    assert bundle.preprocessing.colour_constancy == colour_constancy
     split = pd.read_csv(result.run_dir / "split.csv")
     datamodule = LesionDataModule(split, bundle.preprocessing, tiny_config())
     image, _, _, ok = datamodule.val_set[0]

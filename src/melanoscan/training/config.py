@@ -16,6 +16,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from melanoscan.models.factory import MODEL_NAMES
+from melanoscan.preprocess import COLOUR_CONSTANCY
 
 __all__ = [
     "AugmentationConfig",
@@ -49,12 +50,15 @@ class ModelConfig:
         pretrained: start from ImageNet weights (models that have them).
         image_size: input side in pixels; ``None`` uses the model's default.
         kwargs: extra constructor arguments (``dropout``, ``drop_connect_rate``, ``batch_norm``).
+        colour_constancy: ``none`` or ``shades_of_gray``; recorded in the bundle's
+            preprocessing, so every path that uses the model applies it.
     """
 
     name: str = "efficientnet_lite0"
     pretrained: bool = True
     image_size: int | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    colour_constancy: str = "none"
 
 
 @dataclass
@@ -218,6 +222,10 @@ class TrainConfig:
             (
                 self.model.name in MODEL_NAMES,
                 f"unknown model {self.model.name!r}; known models: {', '.join(MODEL_NAMES)}",
+            ),
+            (
+                self.model.colour_constancy in COLOUR_CONSTANCY,
+                f"model.colour_constancy must be one of {COLOUR_CONSTANCY}",
             ),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),

@@ -123,7 +123,9 @@ def train(
         config = config or TrainConfig()
         if primary:
             _start_run(run_dir, config, data)
-    preprocessing = Preprocessing.for_model(config.model.name, config.model.image_size)
+    preprocessing = Preprocessing.for_model(
+        config.model.name, config.model.image_size, config.model.colour_constancy
+    )
     prepared = _prepared(data, config, preprocessing, run_dir, primary and not resume,
                          show_progress)
     L.seed_everything(config.seed, workers=True, verbose=False)
