@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,33 +24,9 @@ from _report import ROOT, command, machine, update_section, write_results
 
 from melanoscan.bundle import resolve_bundle_path
 from melanoscan.data.images import is_image_file
+from melanoscan.serving.background import serve_in_background
 
 REQUEST_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(model: Path, port: int, extra: list[str]) -> subprocess.Popen:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "melanoscan", "serve", "--model", str(model), "--port", str(port),
-         *extra],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server stopped:\n{process.stderr.read()}")
-        try:
-            if httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx2.TransportError:
-            time.sleep(0.25)
-    process.kill()
-    raise SystemExit("the server did not answer /healthz within 120 s")
 
 
 def run_level(url: str, payloads: list[bytes], names: list[str], requests: int,
@@ -120,11 +93,9 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no image under {args.images}")
     payloads, names = [p.read_bytes() for p in files], [p.name for p in files]
-    port = free_port()
-    server = start_server(model, port, ["--max-concurrent", str(args.max_concurrent),
-                                        "--max-waiting", str(max(args.clients))])
-    try:
-        url = f"http://127.0.0.1:{port}"
+    server_args = ["--max-concurrent", str(args.max_concurrent),
+                   "--max-waiting", str(max(args.clients))]
+    with serve_in_background(model, server_args) as url:
         backend = httpx2.get(f"{url}/healthz").json()["backend"]
         levels = []
         for clients in args.clients:
@@ -134,9 +105,6 @@ def main() -> None:
             print(f"{clients:>3} clients: {level['requests_per_s']:.1f} req/s, "
                   f"p50 {level['p50_ms']:.0f} ms, p99 {level['p99_ms']:.0f} ms, "
                   f"{level['errors']} errors", flush=True)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     if args.no_write:
         return
     payload = {"command": command(), "machine": machine(), "model": str(model),

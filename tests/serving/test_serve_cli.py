@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from typer.testing import CliRunner
 from melanoscan.cli import app
 from melanoscan.cli.serving import ENV_BACKEND, ENV_LIMITS, ENV_MODEL, app_from_environment
 from melanoscan.serving import ServeLimits
+from melanoscan.serving.background import ServerStartError, serve_in_background
 
 
 @pytest.mark.parametrize(
@@ -37,3 +41,23 @@ def test_worker_processes_build_the_app_from_the_environment(
     client = TestClient(app_from_environment())
     assert client.get("/healthz").json()["backend"] == "torch"
     assert client.get("/v1/model").json()["limits"]["max_images"] == 3
+
+
+def test_background_server_answers_and_stops(onnx_bundle: Path) -> None:
+    with (
+        serve_in_background(onnx_bundle, ["--max-images", "3"], start_timeout_s=60) as url,
+        urllib.request.urlopen(f"{url}/v1/model", timeout=10) as response,
+    ):
+        model = json.load(response)
+    assert model["limits"]["max_images"] == 3
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{url}/healthz", timeout=2)
+
+
+def test_background_server_that_cannot_start_reports_why(tmp_path: Path) -> None:
+    with (
+        pytest.raises(ServerStartError, match="exited with code 2") as failure,
+        serve_in_background(tmp_path / "missing"),
+    ):
+        pytest.fail("a missing bundle must not be served")
+    assert "missing" in str(failure.value)

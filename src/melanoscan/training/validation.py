@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import confusion_matrix, roc_auc_score
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -19,6 +18,7 @@ from melanoscan.evaluation.calibration import (
     fit_temperature,
     softmax,
 )
+from melanoscan.evaluation.metrics import classification_metrics
 from melanoscan.evaluation.plots import plot_confusion_matrix
 from melanoscan.training.datamodule import LesionDataModule
 
@@ -91,32 +91,20 @@ def calibrate(
 
 
 def _metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict[str, Any]:
-    predicted = probabilities.argmax(axis=1)
-    confusion = confusion_matrix(labels, predicted, labels=range(len(classes)))
-    support = confusion.sum(axis=1)
-    predicted_count = confusion.sum(axis=0)
-    diagonal = confusion.diagonal()
-    present = support > 0
-    per_class = {
-        name: {
-            "support": int(support[i]),
-            "recall": float(diagonal[i] / support[i]) if support[i] else None,
-            "precision": float(diagonal[i] / predicted_count[i]) if predicted_count[i] else None,
-        }
-        for i, name in enumerate(classes)
-    }
-    melanoma = classes.index(taxonomy.MELANOMA)
-    is_melanoma = labels == melanoma
-    auc = None
-    if 0 < is_melanoma.sum() < len(labels):
-        auc = float(roc_auc_score(is_melanoma, probabilities[:, melanoma]))
+    """The bundle's validation block: the evaluation figures, without bootstrap intervals."""
+    full = classification_metrics(labels, probabilities, classes,
+                                  positive_class=taxonomy.MELANOMA, alert_threshold=None,
+                                  samples=0)
+    auc = full["melanoma"]["auc"]
     return {
         "split": "val",
-        "images": len(labels),
-        "accuracy": float(diagonal.sum() / max(1, len(labels))),
-        "balanced_accuracy": float((diagonal[present] / support[present]).mean())
-        if present.any() else None,
-        "melanoma_auc": auc,
-        "per_class": per_class,
-        "confusion_matrix": confusion.tolist(),
+        "images": full["images"],
+        "accuracy": full["accuracy"]["value"],
+        "balanced_accuracy": full["balanced_accuracy"]["value"],
+        "melanoma_auc": auc["value"] if auc else None,
+        "per_class": {
+            name: {key: figures[key] for key in ("support", "recall", "precision")}
+            for name, figures in full["per_class"].items()
+        },
+        "confusion_matrix": full["confusion_matrix"],
     }
