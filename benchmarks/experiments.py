@@ -27,7 +27,11 @@ from melanoscan.evaluation.report import format_estimate
 
 
 def validation_figures(run: Path) -> dict:
-    table = pd.read_csv(run / "validation_predictions.csv")
+    return figures_of(pd.read_csv(run / "validation_predictions.csv"))
+
+
+def figures_of(table: pd.DataFrame) -> dict:
+    """Headline figures of a ``validation_predictions.csv`` table (calibrated probabilities)."""
     table = table[table["readable"]]
     classes = list(taxonomy.CLASSES)
     labels = table["label"].map(classes.index).to_numpy()
