@@ -14,6 +14,8 @@ import json
 import shutil
 from pathlib import Path
 
+from experiments import FIRST_HAM10000_ID, validation_figures
+
 from melanoscan.bundle import default_bundle_path, read_metadata, write_metadata
 from melanoscan.evaluation.report import format_estimate
 from melanoscan.inference.export import export_onnx
@@ -62,7 +64,8 @@ def main() -> None:
         for name, test in accuracy["test_sets"].items()
     }
     write_metadata(target, metadata)
-    CARD.write_text(model_card(metadata.to_dict(), accuracy))
+    validation = validation_figures(args.bundle.parent)
+    CARD.write_text(model_card(metadata.to_dict(), accuracy, validation))
     print(f"shipped {args.bundle} as {target}; wrote {CARD}")
 
 
@@ -101,13 +104,14 @@ def _rare(counts: dict, below: int = 100) -> str:
     return ", ".join(f"{name.replace('_', ' ')} {n}" for n, name in rare) or "none"
 
 
-def model_card(meta: dict, accuracy: dict) -> str:
+def model_card(meta: dict, accuracy: dict, validation_run: dict) -> str:
     training = meta["training"]
     config = training["config"]
     counts = training["counts"]
     excluded = training.get("excluded", {})
     calibration = meta["calibration"]
     validation = meta["validation_metrics"]
+    old = validation_run["old_archive"]
     rows = []
     for name, test in meta["test_metrics"].items():
         for result, m in test["results"].items():
@@ -161,7 +165,12 @@ probability is at least {calibration['alert_threshold']:.4f}, chosen to reach
 ## Figures
 Validation split: accuracy {validation['accuracy']:.3f}, balanced accuracy
 {validation['balanced_accuracy']:.3f} ({validation['images']} images; the same split chose the
-epoch and the threshold, so these are optimistic).
+epoch and the threshold, so these are optimistic). Melanoma vs rest AUC
+{format_estimate(validation_run['melanoma_auc'])} overall, but
+{format_estimate(old['melanoma_auc'])} on the {old['images']} validation images from the older
+ISIC archive (ids below {FIRST_HAM10000_ID}, {old['melanomas']} melanomas, the rest nevi): the
+archive all of isic9/Test's melanomas and nevi come from, while most training melanomas and nevi
+are HAM10000 images.
 
 Held-out test sets, measured once by `benchmarks/accuracy.py` (95% bootstrap intervals;
 `{accuracy['bundle']}`):
