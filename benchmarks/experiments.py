@@ -22,6 +22,7 @@ import yaml
 from _report import RESULTS, command, machine, update_section, write_results
 
 from melanoscan import taxonomy
+from melanoscan.bundle import default_bundle_path, read_metadata
 from melanoscan.evaluation.metrics import classification_metrics, melanoma_metrics
 from melanoscan.evaluation.report import format_estimate
 
@@ -74,10 +75,18 @@ def describe(name: str, run: Path, config: str, accuracy: dict) -> dict:
         "excluded": summary["excluded"],
         "epochs": len(metrics),
         "wall_minutes": float(metrics["epoch_seconds"].sum() / 60),
+        "shipped": _is_shipped(run),
         "validation": validation_figures(run),
         "test": {test_set: _headline(test) for test_set, test
                  in accuracy.get(name, {}).get("test_sets", {}).items()},
     }
+
+
+def _is_shipped(run: Path) -> bool:
+    """True if the run's bundle is the one in the package (ship_model.py copies it whole)."""
+    bundle = run / "bundle"
+    return bundle.exists() and (
+        read_metadata(bundle).created == read_metadata(default_bundle_path()).created)
 
 
 def _headline(test: dict) -> dict:
@@ -121,7 +130,8 @@ def _table(payload: dict) -> str:
     for e in payload["experiments"]:
         data = " + ".join(Path(d).name for d in e["data"])
         rows.append(
-            f"| {e['name']} | `{e['config']}` | {e['model']} | {data} "
+            f"| {'**' + e['name'] + '** (shipped)' if e.get('shipped') else e['name']} "
+            f"| `{e['config']}` | {e['model']} | {data} "
             f"({e['images'].get('train', 0)} train / {e['images'].get('val', 0)} val) "
             f"| {e['epochs']} | {e['wall_minutes']:.0f} "
             f"| {format_estimate(e['validation']['balanced_accuracy'])} "

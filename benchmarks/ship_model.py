@@ -154,8 +154,11 @@ Excluded from training, with reasons:
 {excluded_lines or '- none'}
 
 Config: `{config['model']['name']}` at {config['model']['image_size']} px, balance
-`{config['balance']['strategy']}`, {config['epochs']} epochs (best epoch
-{training.get('best_epoch')}), AdamW lr {config['optim']['lr']}, seed {config['seed']}.
+`{config['balance']['strategy']}` (sampler power {config['balance'].get('sampler_power', 1.0)}),
+label smoothing {config['optim']['label_smoothing']}, {config['epochs']} epochs (best epoch
+{training.get('best_epoch')}), AdamW lr {config['optim']['lr']}, seed {config['seed']}. Chosen
+among the runs of `docs/BENCHMARKS.md` (training experiments) by the validation-only selection
+rule written there.
 
 ## Calibration and the alert
 Temperature {calibration['temperature']:.3f}; the alert fires when the calibrated melanoma
