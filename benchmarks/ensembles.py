@@ -5,8 +5,8 @@ validation split (same data and split seed, checked here); an ensemble averages 
 sets are not touched: this decides whether an ensemble is worth shipping, and the inference cost
 grows with each member (see the inference table).
 
-    python benchmarks/ensembles.py --run shipped=runs/lite0_isic9_ham_160 \\
-        --run sqrt=runs/lite0_isic9_ham_160_sqrt --ensemble shipped+sqrt
+    python benchmarks/ensembles.py --run balanced=runs/lite0_isic9_ham_160 \\
+        --run sqrt=runs/lite0_isic9_ham_160_sqrt --ensemble balanced+sqrt
 """
 
 from __future__ import annotations
@@ -27,17 +27,18 @@ def average(tables: list[pd.DataFrame]) -> pd.DataFrame:
     """The first table with each class column replaced by the mean over all tables."""
     first = tables[0].set_index("path")
     classes = list(taxonomy.CLASSES)
-    aligned = []
+    probabilities, readable = [], []
     for table in tables:
         table = table.set_index("path")
         same_images = set(table.index) == set(first.index)
         if not same_images or not (table.loc[first.index, "label"] == first["label"]).all():
             raise SystemExit("the runs were validated on different images: not comparable")
-        aligned.append(table.loc[first.index, classes].to_numpy(dtype=np.float64))
+        table = table.loc[first.index]
+        probabilities.append(table[classes].to_numpy(dtype=np.float64))
+        readable.append(table["readable"].to_numpy(dtype=bool))
     merged = first.copy()
-    merged[classes] = np.mean(aligned, axis=0)
-    merged["readable"] = np.logical_and.reduce(
-        [t.set_index("path").loc[first.index, "readable"].to_numpy() for t in tables])
+    merged[classes] = np.mean(probabilities, axis=0)
+    merged["readable"] = np.logical_and.reduce(readable)
     return merged.reset_index()
 
 
