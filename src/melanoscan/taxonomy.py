@@ -121,16 +121,48 @@ def isic2018_probabilities(
     return out
 
 
+ISIC9 = "isic9"
+"""The ``taxonomy`` of rows labelled by a 9-class folder name."""
+ISIC2017 = "isic2017"
+"""The ``taxonomy`` of ISIC 2017 Part 3 ground truth: melanoma, seborrheic keratosis or nevus."""
+ISIC2019 = "isic2019"
+"""The ``taxonomy`` of ISIC 2019 ground truth (``BKL`` covers two of the 9 classes)."""
+ISIC2020 = "isic2020"
+"""The ``taxonomy`` of ISIC 2020 ground truth (diagnosis names)."""
+ISIC2016 = "isic2016"
+"""The ``taxonomy`` of ISIC 2016 ground truth (malignant = melanoma)."""
+
+CHALLENGE_TAXONOMIES: frozenset[str] = frozenset({ISIC2016, ISIC2017, ISIC2018, ISIC2019, ISIC2020})
+"""Taxonomies of official ground-truth files (challenge CSVs, HAM10000 metadata), which outrank a
+class folder when sources disagree and the authority cleaning option is on."""
+
+
+def possible_classes(label: str, taxonomy: str) -> frozenset[str]:
+    """The 9-class names a row's label may stand for, given the resolution of its source.
+
+    A 9-class folder, ISIC 2017, 2016 and 2020 labels are exact. A 7-code label (``isic2018``)
+    stands for every class of its code (``akiec``: actinic keratosis or squamous cell carcinoma);
+    an ISIC 2019 ``BKL`` for pigmented benign or seborrheic keratosis.
+    """
+    if taxonomy == ISIC2018 or (taxonomy == ISIC2019 and to_isic2018(label) == "bkl"):
+        code = to_isic2018(label)
+        return frozenset(name for name in CLASSES if TO_ISIC2018[name] == code)
+    return frozenset({label})
+
+
+def is_exact(taxonomy: str, label: str) -> bool:
+    """Whether a row's label names exactly one of the 9 classes."""
+    return len(possible_classes(label, taxonomy)) == 1
+
+
 def labels_compatible(label_a: str, taxonomy_a: str, label_b: str, taxonomy_b: str) -> bool:
     """Whether two labels of the same image agree, at the finest resolution both sources have.
 
-    Two 9-class labels must be equal. A 7-code label (``taxonomy == "isic2018"``) only says the
+    Two exact labels must be equal. A 7-code label (``taxonomy == "isic2018"``) only says the
     ISIC 2018 code, so it agrees with any 9-class label of that code: HAM10000 ``akiec`` and an
     isic9 ``squamous_cell_carcinoma`` folder are compatible, ``nv`` and ``melanoma`` are not.
     """
-    if taxonomy_a == "isic9" and taxonomy_b == "isic9":
-        return label_a == label_b
-    return to_isic2018(label_a) == to_isic2018(label_b)
+    return bool(possible_classes(label_a, taxonomy_a) & possible_classes(label_b, taxonomy_b))
 
 
 def labels_agree(labels: Iterable[tuple[str, str]]) -> bool:

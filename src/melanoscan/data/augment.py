@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import torch.utils.data
 
+from melanoscan.data.artefacts import AcquisitionArtefact
+
 if TYPE_CHECKING:
     # Type-only: importing the training package here would make data <-> training circular.
     from melanoscan.training.config import AugmentationConfig
@@ -83,6 +85,12 @@ def build_train_transform(
                 p=config.affine,
             )
         )
+    if config.artefact_probability > 0:
+        # After the geometry (a dermatoscope frame stays round and centred), before colour.
+        transforms += [
+            AcquisitionArtefact(name, config.artefact_max_severity, p=config.artefact_probability)
+            for name in config.artefacts
+        ]
     if config.color_jitter > 0:
         transforms.append(
             A.ColorJitter(

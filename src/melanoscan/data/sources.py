@@ -5,12 +5,14 @@ Supported sources (several may be given at once, see :func:`read_sources`):
 * class-folder trees: ``DIR/<class>/*.jpg`` or ``DIR/{Train,Val,Test}/<class>/*.jpg``; folder
   names are matched to the 9 classes case-, space-, hyphen- and underscore-insensitively;
 * ISIC challenge ground truth in the one-hot format (``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``);
+* ISIC 2017 Part 3 ground truth (``image_id,melanoma,seborrheic_keratosis``; both 0 = nevus);
 * HAM10000 metadata (``lesion_id,image_id,dx,...``); ``lesion_id`` becomes the group id;
 * a manifest CSV melanoscan wrote (``melanoscan split --out``, a training run's ``split.csv``),
   given as a file: read as it is, labels and splits included.
 
 For CSV sources, images are looked up by id anywhere under the CSV's own directory (or under
-``images_dir`` when given). A directory holding exactly one such CSV is read as that CSV.
+``images_dir`` when given). A directory holding one such CSV is read as that CSV; several CSVs of one format (the ISIC
+2017 training and validation ground truth side by side) are read together.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ SPLIT_FOLDERS: dict[str, str] = {
 }
 ISIC_ID = re.compile(r"ISIC_\d{7}", re.IGNORECASE)
 HAM_REQUIRED = ("lesion_id", "image_id", "dx")
+ISIC2017_REQUIRED = ("image_id", "melanoma", "seborrheic_keratosis")
 ISIC_ONEHOT_CODES = tuple(code.upper() for code in taxonomy.ISIC2018_CODES)
 
 
@@ -71,11 +74,14 @@ def read_source(path: str | Path, *, images_dir: str | Path | None = None) -> Ma
     if any(taxonomy.class_from_folder(d.name) for d in subdirs):
         return read_class_folders(path, source=str(path))
     csvs = [c for c in sorted(path.glob("*.csv")) if _csv_kind(c) is not None]
-    if len(csvs) == 1:
-        return read_csv_source(csvs[0], images_dir=images_dir, source=str(path))
+    if len({_csv_kind(c) for c in csvs}) == 1:
+        return Manifest.concat(
+            read_csv_source(c, images_dir=images_dir, source=str(path)) for c in csvs
+        )
     if len(csvs) > 1:
         raise DataSourceError(
-            f"{path} holds several label CSVs ({', '.join(c.name for c in csvs)}): name one"
+            f"{path} holds label CSVs of different formats ({', '.join(c.name for c in csvs)}): "
+            "name one"
         )
     names = ", ".join(sorted(d.name for d in subdirs)) or "none"
     raise DataSourceError(
@@ -128,7 +134,7 @@ def read_class_folders(root: Path, *, source: str, split: str | None = None) -> 
                 "path": str(f.resolve()),
                 "label": label,
                 "source_label": class_dir.name,
-                "taxonomy": "isic9",
+                "taxonomy": taxonomy.ISIC9,
                 "source": source,
                 "split": split,
                 "image_id": _isic_id(f.name),
@@ -147,8 +153,8 @@ def read_csv_source(
         header = _csv_header(csv_path)
         raise DataSourceError(
             f"{csv_path}: unknown CSV columns {header}; expected the ISIC one-hot format "
-            f"(image,{','.join(ISIC_ONEHOT_CODES)}) or HAM10000 metadata "
-            f"({','.join(HAM_REQUIRED)},...)"
+            f"(image,{','.join(ISIC_ONEHOT_CODES)}), ISIC 2017 Part 3 "
+            f"({','.join(ISIC2017_REQUIRED)}) or HAM10000 metadata ({','.join(HAM_REQUIRED)},...)"
         )
     index = _image_index(Path(images_dir) if images_dir else csv_path.parent)
     source = source or str(csv_path)
@@ -165,14 +171,17 @@ def read_csv_source(
     return Manifest(images=make_table(rows), skipped=skipped)
 
 
-RowFields = tuple[str, dict[str, str | None]]  # (ISIC 2018 code, extra manifest columns)
+RowFields = tuple[str, str, str, dict[str, str | None]]
+"""What a CSV row says: (9-class label, label as written, taxonomy, extra manifest columns)."""
 
 
 def _ham_fields(record: dict[str, str], csv_path: Path) -> RowFields:
     code = (record.get("dx") or "").strip().lower()
     if code not in taxonomy.FROM_ISIC2018:
         raise ValueError(f"unknown dx code {code!r}")
-    return code, {"group_id": (record.get("lesion_id") or "").strip() or None, "split": None}
+    group = (record.get("lesion_id") or "").strip() or None
+    return taxonomy.from_isic2018(code), code, taxonomy.ISIC2018, {"group_id": group,
+                                                                   "split": None}
 
 
 def _onehot_fields(record: dict[str, str], csv_path: Path) -> RowFields:
@@ -182,10 +191,31 @@ def _onehot_fields(record: dict[str, str], csv_path: Path) -> RowFields:
         raise ValueError("non-numeric value in a class column") from None
     if len(hot) != 1:
         raise ValueError(f"one-hot row has {len(hot)} positive classes")
-    return hot[0].lower(), {"split": "test" if "test" in csv_path.name.lower() else None}
+    code = hot[0].lower()
+    split = "test" if "test" in csv_path.name.lower() else None
+    return taxonomy.from_isic2018(code), code, taxonomy.ISIC2018, {"split": split}
 
 
-_CSV_FORMATS = {"ham": ("image_id", _ham_fields), "onehot": ("image", _onehot_fields)}
+def _isic2017_fields(record: dict[str, str], csv_path: Path) -> RowFields:
+    try:
+        melanoma, keratosis = (float(record.get(c) or 0) >= 0.5 for c in ISIC2017_REQUIRED[1:])
+    except ValueError:
+        raise ValueError("non-numeric value in a class column") from None
+    if melanoma and keratosis:
+        raise ValueError("row says both melanoma and seborrheic keratosis")
+    label = "melanoma" if melanoma else "seborrheic_keratosis" if keratosis else "nevus"
+    written = "melanoma" if melanoma else "seborrheic_keratosis" if keratosis else "neither (nevus)"
+    # The 2017 "Validation" set is only 148 images: its rows are training candidates like the
+    # rest, so validation is drawn across every source. Only a test file is held out.
+    split = "test" if "test" in csv_path.name.lower() else None
+    return label, written, taxonomy.ISIC2017, {"split": split}
+
+
+_CSV_FORMATS = {
+    "ham": ("image_id", _ham_fields),
+    "onehot": ("image", _onehot_fields),
+    "isic2017": ("image_id", _isic2017_fields),
+}
 
 
 def _read_csv_rows(
@@ -202,7 +232,7 @@ def _read_csv_rows(
         image_id = (record.get(id_column) or "").strip()
         where = f"{csv_path}:{number} ({image_id or 'no ' + id_column})"
         try:
-            code, extra = parse(record, csv_path)
+            label, written, label_taxonomy, extra = parse(record, csv_path)
         except ValueError as exc:
             skipped.append(Skipped(where, source, str(exc)))
             continue
@@ -213,9 +243,9 @@ def _read_csv_rows(
         rows.append(
             {
                 "path": str(image),
-                "label": taxonomy.from_isic2018(code),
-                "source_label": code,
-                "taxonomy": taxonomy.ISIC2018,
+                "label": label,
+                "source_label": written,
+                "taxonomy": label_taxonomy,
                 "source": source,
                 "image_id": _isic_id(image_id),
                 **extra,
@@ -266,6 +296,8 @@ def _csv_kind(csv_path: Path) -> str | None:
         return "ham"
     if "image" in header and all(code in header for code in ISIC_ONEHOT_CODES):
         return "onehot"
+    if all(column in header for column in ISIC2017_REQUIRED):
+        return "isic2017"
     return None
 
 

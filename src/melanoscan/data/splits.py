@@ -9,7 +9,7 @@ excluded from training, and every exclusion is returned with its reason.
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +29,9 @@ from melanoscan.data.duplicates import (
 EXCLUDED_CONFLICT = "label conflict: the same image is filed under incompatible classes"
 EXCLUDED_EVAL_OVERLAP = "shares its image or lesion with an evaluation image"
 EXCLUDED_COPY = "another copy of the same image is kept (finer label, then larger file)"
+RELABELLED_BY_AUTHORITY = (
+    "relabelled: a class folder disagreed with the official ground truth of the same image"
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,11 @@ class CleaningPolicy:
             9-class folder over a 7-code HAM label, which cannot tell squamous cell carcinoma
             from actinic keratosis), then the largest. Without it, such an image is counted
             twice and may be taught under two different classes.
+        resolve_conflicts_by_authority: where copies of one image disagree and the official
+            ground-truth files among them (challenge CSVs, HAM10000 metadata) agree with each
+            other, give the class-folder copies the official label instead of excluding the
+            image. Only training candidates are relabelled, and every one is listed
+            (:attr:`SplitResult.relabelled`); evaluation images keep their label.
     """
 
     exclude_label_conflicts: bool = True
@@ -55,6 +63,7 @@ class CleaningPolicy:
     group_near_duplicates: bool = True
     near_max_distance: int = NEAR_DUPLICATE_MAX_DISTANCE
     drop_duplicate_copies: bool = True
+    resolve_conflicts_by_authority: bool = False
 
 
 @dataclass
@@ -67,11 +76,14 @@ class SplitResult:
             ``leak_group`` identifies the leakage group.
         excluded: the images kept out of training, with a ``reason`` column.
         policy: the policy that was applied.
+        relabelled: training candidates whose label the authority rule changed, with
+            ``label`` (new), ``old_label`` and ``reason``.
     """
 
     table: pd.DataFrame
     excluded: pd.DataFrame
     policy: CleaningPolicy
+    relabelled: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -81,6 +93,7 @@ class SplitResult:
                 for split, rows in self.table.groupby("split")
             },
             "excluded": {str(k): int(v) for k, v in self.excluded["reason"].value_counts().items()},
+            "relabelled": len(self.relabelled),
         }
 
 
@@ -94,11 +107,20 @@ def leakage_groups(table: pd.DataFrame, policy: CleaningPolicy | None = None) ->
     return connected_components(len(table), pairs)
 
 
-def apply_policy(table: pd.DataFrame, policy: CleaningPolicy) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return ``(kept, excluded)``; ``kept`` has a ``leak_group`` column, ``excluded`` a reason."""
+def apply_policy(
+    table: pd.DataFrame, policy: CleaningPolicy
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Return ``(kept, excluded, relabelled)``.
+
+    ``kept`` has a ``leak_group`` column, ``excluded`` a ``reason``, ``relabelled`` the rows the
+    authority rule relabelled (``old_label``, ``label``, ``reason``; empty unless it is on).
+    """
     table = table.reset_index(drop=True).copy()
     table["leak_group"] = leakage_groups(table, policy)
     is_eval = table["split"].isin(policy.eval_splits).to_numpy()
+    relabelled = pd.DataFrame()
+    if policy.resolve_conflicts_by_authority:
+        table, relabelled = _relabel_by_authority(table, ~is_eval)
     reason = pd.Series([None] * len(table), dtype="object")
     conflicted = _conflicted_rows(table)
     if policy.exclude_label_conflicts:
@@ -113,7 +135,38 @@ def apply_policy(table: pd.DataFrame, policy: CleaningPolicy) -> tuple[pd.DataFr
         candidates = reason.isna().to_numpy() & ~is_eval & ~conflicted
         reason[_redundant_copies(table, candidates)] = EXCLUDED_COPY
     excluded = table[reason.notna().to_numpy()].assign(reason=reason.dropna().to_numpy())
-    return table[reason.isna().to_numpy()].reset_index(drop=True), excluded.reset_index(drop=True)
+    kept = table[reason.isna().to_numpy()].reset_index(drop=True)
+    return kept, excluded.reset_index(drop=True), relabelled
+
+
+def _relabel_by_authority(
+    table: pd.DataFrame, may_relabel: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Give class-folder copies the official label where the official copies agree."""
+    official = table["taxonomy"].isin(taxonomy.CHALLENGE_TAXONOMIES).to_numpy()
+    identity = identity_groups(table)
+    changed: list[int] = []
+    old_labels: list[str] = []
+    for group in np.unique(identity[_conflicted_rows(table)]):
+        rows = np.flatnonzero(identity == group)
+        authority = [i for i in rows if official[i]]
+        pairs = [(table.at[i, "label"], table.at[i, "taxonomy"]) for i in authority]
+        if not authority or not taxonomy.labels_agree(pairs):
+            continue  # no official label, or the official files disagree: left a conflict
+        exact = [label for label, kind in pairs if taxonomy.is_exact(kind, label)]
+        for i in rows:
+            if official[i] or not may_relabel[i]:
+                continue
+            label = table.at[i, "label"]
+            if any(taxonomy.labels_compatible(label, table.at[i, "taxonomy"], a, t)
+                   for a, t in pairs):
+                continue
+            new = exact[0] if exact else pairs[0][0]
+            changed.append(int(i))
+            old_labels.append(str(label))
+            table.at[i, "label"] = new
+    relabelled = table.loc[changed].assign(old_label=old_labels, reason=RELABELLED_BY_AUTHORITY)
+    return table, relabelled.reset_index(drop=True)
 
 
 def _redundant_copies(table: pd.DataFrame, candidates: np.ndarray) -> np.ndarray:
@@ -150,14 +203,14 @@ def train_val_split(
         # The source's own validation split is held out like a test split: nothing that
         # shares an image or lesion with it is trained on.
         held_out = replace(policy, eval_splits=(*policy.eval_splits, "val"))
-        kept, excluded = apply_policy(table, held_out)
+        kept, excluded, relabelled = apply_policy(table, held_out)
         kept.loc[~kept["split"].isin(held_out.eval_splits), "split"] = "train"
-        return SplitResult(kept, excluded, held_out)
-    kept, excluded = apply_policy(table, policy)
+        return SplitResult(kept, excluded, held_out, relabelled)
+    kept, excluded, relabelled = apply_policy(table, policy)
     candidates = ~kept["split"].isin(policy.eval_splits)
     folds = _stratified_group_folds(kept[candidates], round(1 / val_fraction), seed)
     kept.loc[candidates, "split"] = np.where(folds == 0, "val", "train")
-    return SplitResult(kept, excluded, policy)
+    return SplitResult(kept, excluded, policy, relabelled)
 
 
 def kfold_split(
@@ -167,12 +220,12 @@ def kfold_split(
     if k < 2:
         raise ValueError(f"k-fold needs k >= 2, got {k}")
     policy = policy or CleaningPolicy()
-    kept, excluded = apply_policy(table, policy)
+    kept, excluded, relabelled = apply_policy(table, policy)
     candidates = ~kept["split"].isin(policy.eval_splits)
     kept["fold"] = -1
     kept.loc[candidates, "fold"] = _stratified_group_folds(kept[candidates], k, seed)
     kept.loc[candidates, "split"] = "train"
-    return SplitResult(kept, excluded, policy)
+    return SplitResult(kept, excluded, policy, relabelled)
 
 
 def _stratified_group_folds(rows: pd.DataFrame, k: int, seed: int) -> np.ndarray:

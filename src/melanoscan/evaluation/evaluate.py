@@ -64,9 +64,10 @@ class Evaluation:
 
 
 def scoring_space(table: pd.DataFrame) -> tuple[str, list[str], np.ndarray]:
-    """``(taxonomy, classes, label indices)``: 9 classes if every label is a 9-class label,
+    """``(taxonomy, classes, label indices)``: 9 classes if every label names one class exactly,
     else the 7 ISIC 2018 codes (the finest resolution every label has)."""
-    if (table["taxonomy"] == "isic9").all():
+    exact = [taxonomy.is_exact(t, n) for t, n in zip(table["taxonomy"], table["label"], strict=True)]
+    if all(exact):
         classes = list(taxonomy.CLASSES)
         return "isic9", classes, table["label"].map(classes.index).to_numpy()
     codes = list(taxonomy.ISIC2018_CODES)

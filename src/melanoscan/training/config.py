@@ -16,6 +16,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 import yaml
 
 from melanoscan.models.factory import MODEL_NAMES
+
+ARTEFACT_NAMES = ("frame", "hair", "ruler", "colour_cast", "blur", "jpeg", "low_resolution")
 from melanoscan.preprocess import COLOUR_CONSTANCY
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
 BALANCE_STRATEGIES = ("sampler", "weighted_loss", "offline", "none")
 CACHE_MODES = ("disk", "memory", "none")
 OPTIMIZERS = ("adamw", "adam")
+MONITORS = ("val_balanced_accuracy", "val_accuracy", "val_loss", "val_melanoma_auc")
+PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 
 
 class ConfigError(ValueError):
@@ -76,6 +80,12 @@ class DataConfig:
         cache: ``disk`` (resized images kept across runs), ``memory`` or ``none``.
         cache_dir: disk cache location; ``None`` uses ``$XDG_CACHE_HOME/melanoscan``.
         num_workers: DataLoader workers per process; ``None`` sizes them to the machine.
+        holdout_sources: sources read with the training data but never trained or validated
+            on: their images are an evaluation split, so every copy, lesion or near duplicate
+            of them in the other sources is excluded too (leave-one-source-out runs).
+        resolve_conflicts_by_authority: where a class folder and an official ground-truth file
+            label the same image differently, train on the official label instead of
+            excluding the image; every relabelled image is listed in ``relabelled.csv``.
     """
 
     val_fraction: float = 0.2
@@ -87,6 +97,8 @@ class DataConfig:
     cache: str = "disk"
     cache_dir: str | None = None
     num_workers: int | None = None
+    holdout_sources: list[str] = field(default_factory=list)
+    resolve_conflicts_by_authority: bool = False
 
 
 @dataclass
@@ -109,6 +121,11 @@ class AugmentationConfig:
         contrast: colour jitter contrast strength.
         saturation: colour jitter saturation strength.
         hue: colour jitter hue strength.
+        artefact_probability: probability of each synthetic acquisition artefact
+            (``melanoscan.data.artefacts``: dermatoscope frame, hair, ruler and ink, colour
+            cast, blur, JPEG, low resolution), applied independently, every class alike.
+        artefacts: which artefacts (default all).
+        artefact_max_severity: severities are drawn from ``[0, artefact_max_severity]``.
     """
 
     online: bool = True
@@ -125,6 +142,9 @@ class AugmentationConfig:
     contrast: float = 0.2
     saturation: float = 0.2
     hue: float = 0.02
+    artefact_probability: float = 0.0
+    artefacts: list[str] = field(default_factory=lambda: list(ARTEFACT_NAMES))
+    artefact_max_severity: float = 1.0
 
 
 @dataclass
@@ -194,6 +214,9 @@ class TrainConfig:
             validation split at the end of the run.
         channels_last: run convolutions in the channels-last memory layout (faster on CPU:
             see docs/BENCHMARKS.md).
+        low_res_epochs: the first this many epochs train on batches downscaled to
+            ``low_res_size`` (progressive resizing: cheaper epochs, the last ones at full size).
+        low_res_size: input side of the low-resolution epochs.
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -213,6 +236,8 @@ class TrainConfig:
     num_nodes: int = 1
     alert_sensitivity: float = 0.95
     channels_last: bool = True
+    low_res_epochs: int = 0
+    low_res_size: int = 160
 
     def __post_init__(self) -> None:
         self.validate()
@@ -244,7 +269,16 @@ class TrainConfig:
             (0.0 <= self.optim.label_smoothing < 1.0, "optim.label_smoothing must be in [0, 1)"),
             (0.0 < self.augmentation.crop_scale_min <= 1.0, "crop_scale_min must be in (0, 1]"),
             (0.0 < self.alert_sensitivity <= 1.0, "alert_sensitivity must be in (0, 1]"),
-            (self.monitor.startswith("val_"), "monitor must be a validation metric (val_...)"),
+            (0.0 <= self.augmentation.artefact_probability <= 1.0,
+             "augmentation.artefact_probability must be in [0, 1]"),
+            (0.0 <= self.augmentation.artefact_max_severity <= 1.0,
+             "augmentation.artefact_max_severity must be in [0, 1]"),
+            (set(self.augmentation.artefacts) <= set(ARTEFACT_NAMES),
+             f"augmentation.artefacts must be among {ARTEFACT_NAMES}"),
+            (self.monitor in MONITORS, f"monitor must be one of {MONITORS}"),
+            (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
+            (0 <= self.low_res_epochs, "low_res_epochs must be >= 0"),
+            (self.low_res_size >= 32, "low_res_size must be at least 32"),
         ]
         for ok, message in checks:
             if not ok:
@@ -283,7 +317,7 @@ def _build(kind: type, values: Any, prefix: str) -> Any:
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
-    is_union = get_origin(hint) is not None and get_origin(hint) is not dict
+    is_union = get_origin(hint) is not None and get_origin(hint) not in (dict, list)
     options = get_args(hint) if is_union else ()
     if value is None:
         if type(None) in options:
@@ -294,6 +328,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
         return dict(value)
+    if get_origin(target) is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{key} must be a list of strings, got {value!r}")
+        return list(value)
     if target is bool:
         if isinstance(value, bool):
             return value

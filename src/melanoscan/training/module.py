@@ -8,7 +8,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics.classification import BinaryAUROC, MulticlassConfusionMatrix
 
 from melanoscan.training.config import OptimConfig
 
@@ -49,6 +49,11 @@ class LesionClassifier(L.LightningModule):
         optim: optimiser and schedule settings.
         class_weights: cross-entropy class weights (``None``: unweighted).
         channels_last: keep weights and batches in the channels-last memory layout.
+        melanoma_index: output index of melanoma, for ``val_melanoma_auc`` (``None``: not
+            logged).
+        low_res_epochs: the first this many epochs train on batches downscaled (antialiased)
+            to ``low_res_size``; the network is fully convolutional, so only cost changes.
+        low_res_size: input side of those epochs.
     """
 
     def __init__(
@@ -58,6 +63,9 @@ class LesionClassifier(L.LightningModule):
         optim: OptimConfig,
         class_weights: Tensor | None = None,
         channels_last: bool = False,
+        melanoma_index: int | None = None,
+        low_res_epochs: int = 0,
+        low_res_size: int = 160,
     ) -> None:
         super().__init__()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -66,6 +74,10 @@ class LesionClassifier(L.LightningModule):
         self.optim = optim
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
+        self.melanoma_index = melanoma_index
+        self.val_melanoma_auc = BinaryAUROC()
+        self.low_res_epochs = low_res_epochs
+        self.low_res_size = low_res_size
         self.train_seen = 0  # images this process trained on in the current epoch
         self.unreadable: set[int] = set()
 
@@ -84,6 +96,12 @@ class LesionClassifier(L.LightningModule):
                                       self.optim.label_smoothing), logits, labels
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+        images = batch[0]
+        if self.current_epoch < self.low_res_epochs and images.shape[-1] > self.low_res_size:
+            size = (self.low_res_size, self.low_res_size)
+            images = F.interpolate(images, size=size, mode="bilinear", antialias=True,
+                                   align_corners=False)
+            batch = (images, *batch[1:])  # type: ignore[assignment]
         result = self._loss(batch)
         if result is None:
             return None  # every image of the batch was unreadable: skip the step
@@ -105,6 +123,9 @@ class LesionClassifier(L.LightningModule):
             return
         loss, logits, labels = result
         self.val_confusion.update(logits.argmax(dim=1), labels)
+        if self.melanoma_index is not None:
+            scores = logits.float().softmax(dim=1)[:, self.melanoma_index]
+            self.val_melanoma_auc.update(scores, (labels == self.melanoma_index).long())
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=len(labels),
                  sync_dist=True)
 
@@ -118,6 +139,12 @@ class LesionClassifier(L.LightningModule):
         self.log("val_accuracy", confusion.diagonal().sum().float() / total, sync_dist=True)
         self.log("val_balanced_accuracy", balanced_accuracy(confusion), prog_bar=True,
                  sync_dist=True)
+        if self.melanoma_index is not None:
+            support = confusion.sum(dim=1)[self.melanoma_index]
+            # AUC needs melanoma and other images; NaN never counts as a best checkpoint.
+            auc = self.val_melanoma_auc.compute() if 0 < support < total else float("nan")
+            self.log("val_melanoma_auc", auc, prog_bar=True, sync_dist=True)
+            self.val_melanoma_auc.reset()
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         optimizer_class = torch.optim.AdamW if self.optim.optimizer == "adamw" else torch.optim.Adam

@@ -17,7 +17,7 @@ import pandas as pd
 from melanoscan import taxonomy
 from melanoscan.data.augment import augment, build_train_transform
 from melanoscan.data.cache import ResizedImageLoader
-from melanoscan.data.manifest import scan
+from melanoscan.data.manifest import Manifest, scan
 from melanoscan.data.offline_augment import generate_offline_augmentations
 from melanoscan.data.sources import DataSourceError, read_sources
 from melanoscan.data.splits import CleaningPolicy, train_val_split
@@ -29,6 +29,8 @@ __all__ = ["PreparedData", "TrainingDataError", "prepare_data", "read_prepared"]
 SPLIT_FILE = "split.csv"
 EXCLUDED_FILE = "excluded.csv"
 SKIPPED_FILE = "skipped.csv"
+RELABELLED_FILE = "relabelled.csv"
+HOLDOUT_SPLIT = "holdout"
 SUMMARY_FILE = "data_summary.json"
 OFFLINE_DIR = "offline_augmented"
 
@@ -67,7 +69,8 @@ def prepare_data(
             validation split.
     """
     try:
-        manifest = scan(read_sources(data), show_progress=show_progress)
+        manifest = scan(_read_with_holdout(data, config.data.holdout_sources),
+                        show_progress=show_progress)
     except DataSourceError as exc:
         raise TrainingDataError(str(exc)) from None
     if len(manifest) == 0:
@@ -83,6 +86,8 @@ def prepare_data(
         exclude_eval_overlap=config.data.exclude_eval_overlap,
         group_near_duplicates=config.data.group_near_duplicates,
         drop_duplicate_copies=config.data.drop_duplicate_copies,
+        resolve_conflicts_by_authority=config.data.resolve_conflicts_by_authority,
+        eval_splits=("test", HOLDOUT_SPLIT),
     )
     try:
         result = train_val_split(
@@ -101,11 +106,15 @@ def prepare_data(
         )
         skipped = [*skipped, *offline_skipped]
     result.excluded.to_csv(run_dir / EXCLUDED_FILE, index=False)
+    if not result.relabelled.empty:
+        result.relabelled.to_csv(run_dir / RELABELLED_FILE, index=False)
     table.to_csv(run_dir / SPLIT_FILE, index=False)
     summary = {
         "sources": [str(d) for d in data],
         "counts": _counts(table),
         "excluded": result.summary()["excluded"],
+        "relabelled": len(result.relabelled),
+        "holdout_sources": list(config.data.holdout_sources),
         "skipped": len(skipped),
         "skipped_files": [vars(s) for s in skipped[:100]],
         "policy": result.summary()["policy"],
@@ -113,6 +122,16 @@ def prepare_data(
     }
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return PreparedData(table, summary, warnings)
+
+
+def _read_with_holdout(data: Sequence[Path], holdout: Sequence[str]) -> Manifest:
+    """The training sources plus the held-out ones, whose rows get the ``holdout`` split."""
+    manifest = read_sources(data)
+    if not holdout:
+        return manifest
+    held = read_sources(holdout)
+    held.images["split"] = HOLDOUT_SPLIT
+    return Manifest.concat([manifest, held])
 
 
 def read_prepared(run_dir: Path) -> PreparedData:

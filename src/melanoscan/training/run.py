@@ -251,8 +251,12 @@ def _build_module(
     if config.balance.strategy == "weighted_loss":
         weights = inverse_frequency_weights(datamodule.train_set.labels, num_classes,
                                             max_weight=config.balance.max_class_weight)
-    return LesionClassifier(model, num_classes, config.optim, class_weights=weights,
-                            channels_last=config.channels_last)
+    return LesionClassifier(
+        model, num_classes, config.optim, class_weights=weights,
+        channels_last=config.channels_last,
+        melanoma_index=taxonomy.CLASSES.index(taxonomy.MELANOMA),
+        low_res_epochs=config.low_res_epochs, low_res_size=config.low_res_size,
+    )
 
 
 def _mode(monitor: str) -> str:
