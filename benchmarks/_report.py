@@ -60,3 +60,9 @@ def update_section(name: str, title: str, body: str) -> None:
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else (
         text.rstrip() + "\n\n" + section + "\n")
     DOC.write_text(text)
+
+
+def shown_path(path: Path | str) -> str:
+    """A path as the docs write it: relative to the repository when it lies beside it."""
+    relative = os.path.relpath(Path(path).resolve(), ROOT)
+    return str(path) if relative.startswith(("../../", "/")) else relative

@@ -54,3 +54,65 @@ def test_compatibility_respects_resolution() -> None:
     assert not taxonomy.labels_agree(
         [("seborrheic_keratosis", "isic9"), ("melanoma", "isic9"), ("melanoma", "isic2018")]
     )
+
+
+@pytest.mark.parametrize(
+    ("label", "kind", "expected"),
+    [
+        ("squamous_cell_carcinoma", "isic9", {"squamous_cell_carcinoma"}),
+        ("melanoma", "isic2016", {"melanoma"}),
+        ("seborrheic_keratosis", "isic2017", {"seborrheic_keratosis"}),
+        ("nevus", "isic2017", {"nevus"}),
+        ("actinic_keratosis", "isic2018", {"actinic_keratosis", "squamous_cell_carcinoma"}),
+        ("pigmented_benign_keratosis", "isic2018",
+         {"pigmented_benign_keratosis", "seborrheic_keratosis"}),
+        ("melanoma", "isic2018", {"melanoma"}),
+        # ISIC 2019 splits akiec into AK and SCC, but its BKL still covers both keratoses.
+        ("actinic_keratosis", "isic2019", {"actinic_keratosis"}),
+        ("squamous_cell_carcinoma", "isic2019", {"squamous_cell_carcinoma"}),
+        ("pigmented_benign_keratosis", "isic2019",
+         {"pigmented_benign_keratosis", "seborrheic_keratosis"}),
+        ("pigmented_benign_keratosis", "isic2020", {"pigmented_benign_keratosis"}),
+        ("seborrheic_keratosis", "isic2020", {"seborrheic_keratosis"}),
+    ],
+)
+def test_possible_classes_follow_each_taxonomy(label: str, kind: str, expected: set[str]) -> None:
+    assert taxonomy.possible_classes(label, kind) == expected
+    assert taxonomy.is_exact(label, kind) == (len(expected) == 1)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "compatible"),
+    [
+        (("seborrheic_keratosis", "isic9"), ("melanoma", "isic2017"), False),
+        (("seborrheic_keratosis", "isic9"), ("seborrheic_keratosis", "isic2017"), True),
+        (("seborrheic_keratosis", "isic2017"), ("pigmented_benign_keratosis", "isic2018"), True),
+        (("seborrheic_keratosis", "isic2017"), ("pigmented_benign_keratosis", "isic2019"), True),
+        (("seborrheic_keratosis", "isic2017"), ("pigmented_benign_keratosis", "isic2020"), False),
+        (("pigmented_benign_keratosis", "isic2019"), ("pigmented_benign_keratosis", "isic2018"),
+         True),
+        (("squamous_cell_carcinoma", "isic2019"), ("actinic_keratosis", "isic2018"), True),
+        (("squamous_cell_carcinoma", "isic2019"), ("actinic_keratosis", "isic2019"), False),
+        (("squamous_cell_carcinoma", "isic9"), ("actinic_keratosis", "isic2019"), False),
+        (("nevus", "isic9"), ("actinic_keratosis", "isic2018"), False),
+        (("melanoma", "isic2016"), ("melanoma", "isic2020"), True),
+        (("melanoma", "isic2016"), ("nevus", "isic2017"), False),
+    ],
+)
+def test_compatibility_across_taxonomies(
+    a: tuple[str, str], b: tuple[str, str], compatible: bool
+) -> None:
+    assert taxonomy.labels_compatible(*a, *b) is compatible
+    assert taxonomy.labels_compatible(*b, *a) is compatible  # symmetric
+    assert taxonomy.labels_agree([a, b]) is compatible
+
+
+def test_challenge_mappings_name_known_classes() -> None:
+    assert set(taxonomy.FROM_ISIC2019) == set(taxonomy.ISIC2019_CODES)
+    assert set(taxonomy.FROM_ISIC2019.values()) | set(taxonomy.FROM_ISIC2020.values()) <= set(
+        taxonomy.CLASSES
+    )
+    assert taxonomy.ISIC9 not in taxonomy.CHALLENGE_TAXONOMIES
+    assert {"isic2016", "isic2017", "isic2018", "isic2019", "isic2020"} == set(
+        taxonomy.CHALLENGE_TAXONOMIES
+    )

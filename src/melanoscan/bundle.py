@@ -5,7 +5,7 @@ A bundle is a directory::
     bundle.json           classes, architecture, preprocessing, training summary, metrics,
                           calibration (temperature, melanoma alert threshold)
     weights.pt            the network's state dict (loaded with ``weights_only=True``)
-    training_images.csv   content hash, label and split of every image trained or validated on,
+    training_images.csv   content hash, ISIC id, label and split of every image trained or validated on,
                           so evaluation can refuse a "test" set that overlaps training
 
 Training writes it, calibration and export amend it, evaluation, prediction and serving read it.
@@ -166,7 +166,8 @@ def save_bundle(
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     _atomic_write(directory / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
     if training_images is not None:
-        columns = [c for c in ("content_hash", "label", "split", "source") if c in training_images]
+        columns = [c for c in ("content_hash", "image_id", "label", "split", "source")
+                   if c in training_images]
         _atomic_write(
             directory / TRAINING_IMAGES_FILE,
             lambda tmp: training_images[columns].to_csv(tmp, index=False),

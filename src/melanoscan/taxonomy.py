@@ -22,6 +22,10 @@ Going from 9 to 7 classes is many-to-one and exact. Going from 7 to 9 (reading H
 chooses one class per code: ``akiec -> actinic_keratosis`` and ``bkl ->
 pigmented_benign_keratosis``; the manifest always keeps the original code next to the mapped
 label, so nothing is silently relabelled.
+
+The other ISIC challenges (2016, 2017, 2019, 2020) are read into the same 9 classes
+(:data:`FROM_ISIC2019`, :data:`FROM_ISIC2020`); each row keeps its source's ``taxonomy``, and
+:func:`possible_classes` says which classes its label may stand for.
 """
 
 from __future__ import annotations
@@ -132,6 +136,33 @@ ISIC2020 = "isic2020"
 ISIC2016 = "isic2016"
 """The ``taxonomy`` of ISIC 2016 ground truth (malignant = melanoma)."""
 
+ISIC2019_CODES: tuple[str, ...] = ("mel", "nv", "bcc", "ak", "bkl", "df", "vasc", "scc")
+"""The 8 diagnosis columns of the ISIC 2019 ground truth (lower-cased), in the challenge's order;
+its ninth column, ``UNK``, is no diagnosis."""
+
+FROM_ISIC2019: dict[str, str] = {
+    "mel": "melanoma",
+    "nv": "nevus",
+    "bcc": "basal_cell_carcinoma",
+    "ak": "actinic_keratosis",
+    "bkl": "pigmented_benign_keratosis",
+    "df": "dermatofibroma",
+    "vasc": "vascular_lesion",
+    "scc": "squamous_cell_carcinoma",
+}
+
+FROM_ISIC2020: dict[str, str] = {
+    "nevus": "nevus",
+    "melanoma": "melanoma",
+    "seborrheic_keratosis": "seborrheic_keratosis",
+    "lentigo_nos": "pigmented_benign_keratosis",
+    "solar_lentigo": "pigmented_benign_keratosis",
+    "lichenoid_keratosis": "pigmented_benign_keratosis",
+}
+"""ISIC 2020 ``diagnosis`` values (after :func:`normalise_name`) that name one of the 9 classes.
+Every other value (``unknown``, cafe-au-lait macule, atypical melanocytic proliferation) does
+not, and its rows are skipped."""
+
 CHALLENGE_TAXONOMIES: frozenset[str] = frozenset({ISIC2016, ISIC2017, ISIC2018, ISIC2019, ISIC2020})
 """Taxonomies of official ground-truth files (challenge CSVs, HAM10000 metadata), which outrank a
 class folder when sources disagree and the authority cleaning option is on."""
@@ -150,7 +181,7 @@ def possible_classes(label: str, taxonomy: str) -> frozenset[str]:
     return frozenset({label})
 
 
-def is_exact(taxonomy: str, label: str) -> bool:
+def is_exact(label: str, taxonomy: str) -> bool:
     """Whether a row's label names exactly one of the 9 classes."""
     return len(possible_classes(label, taxonomy)) == 1
 

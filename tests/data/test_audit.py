@@ -123,3 +123,83 @@ def test_parallel_scan_keeps_order_and_reports_bad_files(
     names = [Path(p).name for p in manifest.images["path"]]
     assert names == sorted(names)
     assert manifest.images["content_hash"].nunique() == 69
+
+
+@pytest.fixture
+def several_sources(tmp_path: Path, write_image: ImageWriter) -> list[Path]:
+    """isic9-, ISIC 2017- and HAM-like sources sharing images, lesions and disagreements."""
+    isic9, isic2017 = tmp_path / "a_isic9", tmp_path / "b_isic2017"
+    ham, ham_more = tmp_path / "c_ham", tmp_path / "d_ham_more"
+    copied, scc = random_image(21), random_image(24)
+    write_image(isic9 / "Train" / "melanoma" / "ISIC_0000001.jpg", image=copied)
+    write_image(isic9 / "Train" / "seborrheic keratosis" / "ISIC_0000001.jpg", image=copied)
+    write_image(isic9 / "Train" / "nevus" / "ISIC_0000002.jpg", seed=22)
+    write_image(isic9 / "Test" / "nevus" / "ISIC_0000003.jpg", seed=23)
+    write_image(isic9 / "Train" / "actinic keratosis" / "ISIC_0024310.jpg", image=scc)
+    write_image(isic9 / "Test" / "basal cell carcinoma" / "other.jpg", seed=25)
+    # ISIC 2017 holds the first three again, resized (other pixels, same ISIC ids).
+    for seed, image_id in ((21, "ISIC_0000001"), (22, "ISIC_0000002"), (23, "ISIC_0000003"),
+                           (26, "ISIC_0000009")):
+        write_image(isic2017 / "images" / f"{image_id}.jpg", seed=seed, size=(48, 48))
+    (isic2017 / "ISIC-2017_Training_Part3_GroundTruth.csv").write_text(
+        "image_id,melanoma,seborrheic_keratosis\n"
+        "ISIC_0000001,1.0,0.0\nISIC_0000002,0.0,0.0\nISIC_0000003,0.0,1.0\nISIC_0000009,0,0\n"
+    )
+    write_image(ham / "images" / "ISIC_0024310.jpg", image=scc)  # same pixels as isic9's
+    write_image(ham / "images" / "ISIC_0024311.jpg", seed=27)
+    write_image(ham_more / "images" / "ISIC_0024312.jpg", seed=28)  # same lesion, other photo
+    header = "lesion_id,image_id,dx\n"
+    (ham / "HAM10000_metadata.csv").write_text(
+        header + "HAM_1,ISIC_0024310,akiec\nHAM_2,ISIC_0024311,nv\n"
+    )
+    (ham_more / "HAM10000_metadata.csv").write_text(header + "HAM_2,ISIC_0024312,nv\n")
+    return [isic9, isic2017, ham, ham_more]
+
+
+def test_audit_compares_sources_pairwise(several_sources: list[Path]) -> None:
+    isic9, isic2017, ham, ham_more = map(str, several_sources)
+    report = audit(scan(read_sources(several_sources), show_progress=False))
+    pairs = {tuple(p.sources): p for p in report.source_pairs}
+    assert len(pairs) == 6  # every pair of the 4 sources, sharing or not
+    archive = pairs[(isic9, isic2017)]
+    assert archive.shared_images == 3 and archive.shared_lesions == 0
+    assert archive.shared_by_split == {"test": {"unsplit": 1}, "train": {"unsplit": 2}}
+    # isic9 files ISIC_0000001 as melanoma and as seborrheic keratosis; 2017 says melanoma.
+    assert archive.label_disagreements == 2
+    assert archive.disagreeing_labels == {"nevus": {"seborrheic_keratosis": 1},
+                                          "seborrheic_keratosis": {"melanoma": 1}}
+    # HAM akiec agrees with isic9's actinic keratosis folder.
+    assert (pairs[(isic9, ham)].shared_images, pairs[(isic9, ham)].label_disagreements) == (1, 0)
+    assert (pairs[(ham, ham_more)].shared_images, pairs[(ham, ham_more)].shared_lesions) == (0, 1)
+    assert pairs[(isic2017, ham)].shared_images == 0
+    def ids(groups: list) -> list[str]:
+        return sorted(g.entries[0]["image_id"] for g in groups)
+
+    assert ids(report.cross_source) == [
+        "ISIC_0000001", "ISIC_0000002", "ISIC_0000003", "ISIC_0024310"]
+    assert {tuple(g.sources) for g in report.cross_source} == {(isic9, isic2017), (isic9, ham)}
+    assert ids(report.cross_source_conflicts) == ["ISIC_0000001", "ISIC_0000003"]
+    assert report.summary["cross_source_groups"] == 4
+    assert report.summary["cross_source_conflict_groups"] == 2
+
+
+def test_cross_source_section_is_rendered(several_sources: list[Path], tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from melanoscan.data.audit_report import print_summary
+
+    manifest = scan(read_sources(several_sources), show_progress=False)
+    report = audit(manifest)
+    console = Console(record=True, width=250)
+    print_summary(report, console)
+    text = console.export_text()
+    assert "Images shared between sources: 4 images (9 files); 3 of 6 source pairs" in text
+    assert "seborrheic_keratosis / melanoma: 1" in text
+    assert "Label disagreements between sources: 2 groups" in text
+    write_report(report, manifest.images, tmp_path / "out")
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["schema_version"] == 2
+    assert saved["source_pairs"][0]["sources"] == [str(several_sources[0]),
+                                                   str(several_sources[1])]
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Sources compared pairwise" in page and "Label disagreements between sources" in page

@@ -94,3 +94,37 @@ def test_dataloader_workers_and_epochs_get_distinct_augmentations() -> None:
     assert not torch.equal(first[0], second[0])
     torch.manual_seed(0)
     assert all(torch.equal(a, b[0]) for a, b in zip(first, loader, strict=True))
+
+
+def test_artefacts_are_left_out_at_probability_zero() -> None:
+    names = [type(t).__name__ for t in build_train_transform(AugmentationConfig(), SIZE)]
+    assert AugmentationConfig().artefact_probability == 0
+    assert "AcquisitionArtefact" not in names
+
+
+def test_artefacts_sit_between_geometry_and_colour() -> None:
+    config = dataclasses.replace(
+        OFF, affine=0.5, color_jitter=0.5, artefact_probability=0.2,
+        artefacts=["frame", "jpeg"], artefact_max_severity=0.6,
+    )
+    transforms = build_train_transform(config, SIZE).transforms
+    assert [type(t).__name__ for t in transforms] == [
+        "Affine", "AcquisitionArtefact", "AcquisitionArtefact", "ColorJitter"
+    ]
+    artefacts = transforms[1:3]
+    assert [t.name for t in artefacts] == ["frame", "jpeg"]
+    assert all(t.p == pytest.approx(0.2) and t.max_severity == 0.6 for t in artefacts)
+
+
+def test_every_artefact_by_default_and_seeded() -> None:
+    config = dataclasses.replace(OFF, artefact_probability=1.0)
+    transform = build_train_transform(config, SIZE, seed=0)
+    assert [t.name for t in transform.transforms] == AugmentationConfig().artefacts
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = [augment(transform, _pixels(i)) for i in range(3)]
+    again = build_train_transform(config, SIZE, seed=0)
+    for i, out in enumerate(first):
+        assert out.shape == (SIZE, SIZE, 3) and out.dtype == np.uint8
+        assert not np.array_equal(out, _pixels(i))
+        assert np.array_equal(out, augment(again, _pixels(i)))

@@ -11,6 +11,7 @@ from melanoscan.data.splits import (
     EXCLUDED_CONFLICT,
     EXCLUDED_COPY,
     EXCLUDED_EVAL_OVERLAP,
+    RELABELLED_BY_AUTHORITY,
     CleaningPolicy,
     kfold_split,
     train_val_split,
@@ -216,3 +217,67 @@ def test_tiny_datasets_still_split(per_class: int, seed: int) -> None:
     assert set(split) == {"train", "val"}
     assert 0.05 * len(labels) <= (split == "val").sum() <= 0.45 * len(labels)
     _assert_no_group_straddles(result.table, "split")
+
+
+def _authority_table() -> pd.DataFrame:
+    columns = ["path", "label", "taxonomy", "split", "image_id", "content_hash"]
+    rows = [
+        # isic9 files an ISIC 2017 melanoma under seborrheic keratosis: 2017 is the authority
+        ("isic9/sk/1.jpg", "seborrheic_keratosis", "isic9", None, "ISIC_1", "p1"),
+        ("isic2017/1.jpg", "melanoma", "isic2017", None, "ISIC_1", "q1"),
+        # a coarse authority (HAM akiec) and an exact one (ISIC 2019 SCC) that agree with it
+        ("isic9/nv/2.jpg", "nevus", "isic9", None, "ISIC_2", "p2"),
+        ("ham/2.jpg", "actinic_keratosis", "isic2018", None, "ISIC_2", "q2"),
+        ("isic2019/2.jpg", "squamous_cell_carcinoma", "isic2019", None, "ISIC_2", "r2"),
+        # an evaluation image is never relabelled, even against official ground truth
+        ("isic9/Test/nv/3.jpg", "nevus", "isic9", "test", "ISIC_3", "p3"),
+        ("ham/3.jpg", "actinic_keratosis", "isic2018", None, "ISIC_3", "q3"),
+        # two official files that disagree: no authority, the conflict stands
+        ("isic9/mel/4.jpg", "melanoma", "isic9", None, "ISIC_4", "p4"),
+        ("isic2017/4.jpg", "nevus", "isic2017", None, "ISIC_4", "q4"),
+        ("ham/4.jpg", "bcc", "isic2018", None, "ISIC_4", "r4"),
+        # class folders alone (same pixels, two folders): nothing to defer to
+        ("isic9/mel/5.jpg", "melanoma", "isic9", None, None, "p5"),
+        ("isic9/nv/5.jpg", "nevus", "isic9", None, None, "p5"),
+        *[(f"x{i}", "nevus" if i % 2 else "melanoma", "isic9", None, None, f"x{i}")
+          for i in range(20)],
+    ]
+    table = pd.DataFrame(rows, columns=columns)
+    table.loc[table["label"] == "bcc", "label"] = "basal_cell_carcinoma"
+    return table.assign(group_id=None, source="s", source_label="-", width=100, height=100)
+
+
+def test_conflicts_resolved_by_authority() -> None:
+    table = _authority_table()
+    policy = CleaningPolicy(resolve_conflicts_by_authority=True)
+    result = train_val_split(table, val_fraction=0.25, seed=0, policy=policy)
+    relabelled = result.relabelled.set_index("path")
+    assert sorted(relabelled.index) == ["isic9/nv/2.jpg", "isic9/sk/1.jpg"]
+    assert relabelled.loc["isic9/sk/1.jpg", ["old_label", "label"]].tolist() == [
+        "seborrheic_keratosis", "melanoma"]
+    # The exact official label wins over the coarse one it agrees with.
+    assert relabelled.loc["isic9/nv/2.jpg", ["old_label", "label"]].tolist() == [
+        "nevus", "squamous_cell_carcinoma"]
+    assert set(relabelled["reason"]) == {RELABELLED_BY_AUTHORITY}
+    labels = dict(zip(result.table["path"], result.table["label"], strict=True))
+    reasons = dict(zip(result.excluded["path"], result.excluded["reason"], strict=True))
+    # Relabelled copies are no longer conflicts: one copy of each image is trained on.
+    assert {labels.get(p) or reasons[p] for p in ("isic9/sk/1.jpg", "isic2017/1.jpg")} == {
+        "melanoma", EXCLUDED_COPY}
+    assert "isic9/nv/2.jpg" in labels or "isic2019/2.jpg" in labels
+    assert all(reasons.get(p) != EXCLUDED_CONFLICT for p in table["path"][:5])
+    # The test image keeps its (wrong) label; its HAM copy is kept out of training.
+    assert labels["isic9/Test/nv/3.jpg"] == "nevus"
+    assert reasons["ham/3.jpg"] == EXCLUDED_CONFLICT
+    # Disagreeing authorities and folder-only conflicts stay conflicts, excluded.
+    for path in ("isic9/mel/4.jpg", "isic2017/4.jpg", "ham/4.jpg", "isic9/mel/5.jpg",
+                 "isic9/nv/5.jpg"):
+        assert reasons[path] == EXCLUDED_CONFLICT, path
+    assert result.summary()["relabelled"] == 2
+
+
+def test_authority_rule_is_off_by_default() -> None:
+    result = train_val_split(_authority_table(), val_fraction=0.25, seed=0)
+    assert result.relabelled.empty
+    reasons = dict(zip(result.excluded["path"], result.excluded["reason"], strict=True))
+    assert reasons["isic9/sk/1.jpg"] == reasons["isic2017/1.jpg"] == EXCLUDED_CONFLICT

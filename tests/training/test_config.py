@@ -53,7 +53,26 @@ def test_partial_file_keeps_defaults(tmp_path: Path) -> None:
         ("model:\n  pretrained: 3\n", "model.pretrained must be true or false"),
         ("balance:\n  strategy: smote\n", "balance.strategy must be one of"),
         ("epochs: 0\n", "epochs must be at least 1"),
-        ("monitor: train_loss\n", "monitor must be a validation metric"),
+        ("monitor: train_loss\n", "monitor must be one of"),
+        ("monitor: val_auc\n", "monitor must be one of"),
+        ("precision: bf16\n", "precision must be one of"),
+        ("augmentation:\n  artefact_probability: 1.5\n",
+         r"augmentation.artefact_probability must be in \[0, 1\]"),
+        ("augmentation:\n  artefact_probability: -0.1\n",
+         r"augmentation.artefact_probability must be in \[0, 1\]"),
+        ("augmentation:\n  artefact_max_severity: 2\n",
+         r"augmentation.artefact_max_severity must be in \[0, 1\]"),
+        ("augmentation:\n  artefacts: [hair, smudge]\n", "augmentation.artefacts must be among"),
+        ("augmentation:\n  artefacts: hair\n",
+         "augmentation.artefacts must be a list of strings"),
+        ("augmentation:\n  artefacts: [1, 2]\n",
+         "augmentation.artefacts must be a list of strings"),
+        ("data:\n  holdout_sources: ../shared/data/isic2017\n",
+         "data.holdout_sources must be a list of strings"),
+        ("data:\n  resolve_conflicts_by_authority: yes please\n",
+         "data.resolve_conflicts_by_authority must be true or false"),
+        ("low_res_epochs: -1\n", "low_res_epochs must be >= 0"),
+        ("low_res_size: 16\n", "low_res_size must be at least 32"),
         ("balance:\n  sampler_power: 2\n", "balance.sampler_power must be in \\[0, 1\\]"),
         ("model:\n  colour_constancy: grey_world\n", "model.colour_constancy must be one of"),
         ("balance:\n  max_class_weight: 0\n", "balance.max_class_weight must be > 0"),
@@ -81,3 +100,57 @@ def test_overrides() -> None:
         apply_overrides(TrainConfig(), {"optim.nope": 1})
     with pytest.raises(ConfigError, match="must look like"):
         parse_override("epochs")
+
+
+def test_new_keys_from_yaml(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "data:\n  holdout_sources:\n    - ../a\n    - ../b\n"
+        "  resolve_conflicts_by_authority: true\n"
+        "augmentation:\n  artefact_probability: 0.12\n  artefacts: [frame, blur]\n"
+        "  artefact_max_severity: 0.5\n"
+        "monitor: val_melanoma_auc\nprecision: bf16-mixed\nlow_res_epochs: 5\n"
+        "low_res_size: 160\n"
+    )
+    config = load_config(path)
+    assert config.data.holdout_sources == ["../a", "../b"]
+    assert config.data.resolve_conflicts_by_authority is True
+    assert config.augmentation.artefacts == ["frame", "blur"]
+    assert (config.augmentation.artefact_probability, config.augmentation.artefact_max_severity) \
+        == (0.12, 0.5)
+    assert (config.monitor, config.precision) == ("val_melanoma_auc", "bf16-mixed")
+    assert (config.low_res_epochs, config.low_res_size) == (5, 160)
+    saved = tmp_path / "saved.yaml"
+    save_config(config, saved)
+    assert load_config(saved) == config
+
+
+def test_new_key_defaults_change_nothing() -> None:
+    config = TrainConfig()
+    assert config.data.holdout_sources == []
+    assert config.data.resolve_conflicts_by_authority is False
+    assert config.augmentation.artefact_probability == 0.0
+    assert config.low_res_epochs == 0
+    # Lists are per instance, not shared between configs.
+    config.data.holdout_sources.append("x")
+    assert TrainConfig().data.holdout_sources == []
+
+
+def test_list_key_from_set() -> None:
+    overrides = dict(parse_override(text) for text in (
+        "data.holdout_sources=[../shared/data/isic2017, ../shared/data/isic2018_task3_test]",
+        "augmentation.artefacts=[hair]",
+        "monitor=val_melanoma_auc",
+        "precision=32-true",
+    ))
+    config = apply_overrides(TrainConfig(), overrides)
+    assert config.data.holdout_sources == ["../shared/data/isic2017",
+                                           "../shared/data/isic2018_task3_test"]
+    assert config.augmentation.artefacts == ["hair"]
+    assert apply_overrides(config, {"data.holdout_sources": []}).data.holdout_sources == []
+    with pytest.raises(ConfigError, match=r"data\.holdout_sources must be a list of strings"):
+        apply_overrides(TrainConfig(), dict([parse_override("data.holdout_sources=../x")]))
+    with pytest.raises(ConfigError, match=r"augmentation\.artefacts must be among"):
+        apply_overrides(TrainConfig(), dict([parse_override("augmentation.artefacts=[smudge]")]))
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        apply_overrides(TrainConfig(), {"precision": "bf17"})

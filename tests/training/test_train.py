@@ -184,3 +184,32 @@ def test_offline_augmentation_touches_training_split_only(tiny_data: Path, tmp_p
     assert split[split["split"] == "train"]["label"].value_counts().min() >= 10
     val_paths = set(split.loc[split["split"] == "val", "path"])
     assert not set(augmented["augmented_from"]) & val_paths
+
+
+def test_generalisation_recipe_keys_run_end_to_end(tiny_data: Path, tmp_path: Path) -> None:
+    # What configs/lite0_generalise_224.yaml switches on, on the tiny model: artefact
+    # augmentation, bf16 autocast, the best checkpoint by validation melanoma AUC.
+    config = tiny_config(**{"augmentation.artefact_probability": 1.0,
+                            "monitor": "val_melanoma_auc", "precision": "bf16-mixed"})
+    result = train([tiny_data], tmp_path / "run", config, show_progress=False)
+    metrics = pd.read_csv(result.run_dir / "metrics.csv")
+    assert metrics["val_melanoma_auc"].between(0, 1).all()
+    best = int(metrics["val_melanoma_auc"].idxmax())
+    assert result.validation_metrics["best_epoch"] == int(metrics["epoch"][best])
+    assert load_bundle(result.bundle_dir).metadata.training["config"]["precision"] == "bf16-mixed"
+
+
+def test_holdout_source_is_never_trained_or_validated_on(tiny_data: Path, tmp_path: Path) -> None:
+    # The held-out source shares one image (same pixels) with the training data.
+    holdout = make_class_folders(tmp_path / "holdout", 3, ("melanoma", "nevus"), seed=9000)
+    shared = tiny_data / "nevus" / "nevus_0.png"
+    (holdout / "nevus" / "copy_of_nevus_0.png").write_bytes(shared.read_bytes())
+    config = tiny_config(epochs=1, **{"data.holdout_sources": [str(holdout)]})
+    result = train([tiny_data], tmp_path / "run", config, show_progress=False)
+    split = pd.read_csv(result.run_dir / "split.csv")
+    used = split[split["split"].isin(["train", "val"])]
+    assert not used["path"].str.startswith(str(holdout)).any()
+    assert str(shared) not in set(used["path"])
+    trained = set(load_bundle(result.bundle_dir).training_images()["content_hash"])
+    held = split[split["path"].str.startswith(str(holdout))]
+    assert len(held) == 7 and not trained & set(held["content_hash"])

@@ -28,7 +28,8 @@ DataArg = Annotated[
     list[Path],
     typer.Argument(
         help="Data sources: class-folder trees (DIR/<class>/ or DIR/{Train,Test}/<class>/), "
-        "ISIC one-hot ground-truth CSVs or HAM10000 metadata CSVs (or folders holding one).",
+        "ISIC 2016-2020 challenge ground-truth CSVs or HAM10000 metadata CSVs (or folders "
+        "holding them).",
         show_default=False,
     ),
 ]
@@ -64,12 +65,14 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def read_and_scan(data: list[Path], workers: int | None, quiet: bool) -> Manifest:
+def read_and_scan(
+    data: list[Path], workers: int | None, quiet: bool, holdout: list[Path] | None = None
+) -> Manifest:
     from melanoscan.data.manifest import scan
     from melanoscan.data.sources import read_sources
 
     try:
-        manifest = read_sources(data)
+        manifest = read_sources(data, holdout=holdout or ())
     except DataSourceError as exc:
         raise fail(str(exc)) from None
     return scan(manifest, workers=workers, show_progress=not quiet)

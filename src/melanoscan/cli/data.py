@@ -37,7 +37,7 @@ def audit(
     workers: WorkersOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Audit datasets: class balance, duplicates, leaks between splits, label conflicts."""
+    """Audit datasets: class balance, duplicates, leaks between splits and sources, conflicts."""
     from melanoscan.data.audit import audit as run_audit
     from melanoscan.data.audit_report import print_summary, write_report
 
@@ -77,18 +77,41 @@ def split(
     keep_duplicate_copies: Annotated[
         bool, typer.Option(help="Train on every copy of an image found in several sources.")
     ] = False,
+    resolve_by_authority: Annotated[
+        bool,
+        typer.Option(
+            "--resolve-by-authority",
+            help="Where a class folder and official ground truth (challenge CSV, HAM10000 "
+            "metadata) label one image differently, train on the official label instead of "
+            "excluding it; the relabelled images are listed next to OUT (manifest.relabelled.csv "
+            "for manifest.csv).",
+        ),
+    ] = False,
+    holdout: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--holdout",
+            help="A source held out entirely (split 'holdout'): neither it nor any copy, "
+            "lesion or near duplicate of it in the other sources is trained or validated on. "
+            "Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
     workers: WorkersOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Make leak-free stratified splits; write the split manifest and the exclusions."""
+    from melanoscan.data.sources import HOLDOUT_SPLIT
     from melanoscan.data.splits import CleaningPolicy, kfold_split, train_val_split
 
-    manifest = read_and_scan(data, workers, quiet)
+    manifest = read_and_scan(data, workers, quiet, holdout=holdout)
     policy = CleaningPolicy(
         exclude_label_conflicts=not keep_conflicts,
         exclude_eval_overlap=not keep_eval_overlap,
+        eval_splits=("test", HOLDOUT_SPLIT) if holdout else ("test",),
         group_near_duplicates=group_near_duplicates,
         drop_duplicate_copies=not keep_duplicate_copies,
+        resolve_conflicts_by_authority=resolve_by_authority,
     )
     try:
         if folds:
@@ -105,7 +128,12 @@ def split(
     result.excluded.to_csv(excluded_path, index=False)
     skipped_path = out.with_name(out.stem + ".skipped.csv")
     manifest.skipped_table().to_csv(skipped_path, index=False)
+    written = [out, excluded_path, skipped_path]
+    if resolve_by_authority:
+        relabelled_path = out.with_name(out.stem + ".relabelled.csv")
+        result.relabelled.to_csv(relabelled_path, index=False)
+        written.append(relabelled_path)
     summary = result.summary()
     summary["skipped"] = len(manifest.skipped)
     console.print_json(json.dumps(summary))
-    error_console.print(f"Wrote {out}, {excluded_path}, {skipped_path}")
+    error_console.print(f"Wrote {', '.join(map(str, written))}")

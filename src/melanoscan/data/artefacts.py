@@ -49,7 +49,7 @@ def hair(image: np.ndarray, rng: np.random.Generator, severity: float) -> np.nda
     out = image.copy()
     height, width = image.shape[:2]
     side = min(height, width)
-    count = int(round(2 + 18 * severity * rng.uniform(0.6, 1.0)))
+    count = round(2 + 18 * severity * rng.uniform(0.6, 1.0))
     thickness = max(1, round(side / 224 * rng.uniform(0.8, 1.8)))
     colour = tuple(int(c) for c in rng.uniform(10, 60) * np.array([1.0, 0.85, 0.7]))
     for _ in range(count):
@@ -77,7 +77,7 @@ def ruler(image: np.ndarray, rng: np.random.Generator, severity: float) -> np.nd
     # Ticks along a random edge.
     horizontal = bool(rng.integers(2))
     offset = int(rng.uniform(0.04, 0.15) * side)
-    spacing = max(3, int(round(rng.uniform(5, 9) * scale)))
+    spacing = max(3, round(rng.uniform(5, 9) * scale))
     span = width if horizontal else height
     for k, position in enumerate(range(int(0.1 * span), int(0.9 * span), spacing)):
         tick = int((10 if k % 5 == 0 else 5) * scale * (0.6 + 0.6 * severity))
@@ -117,7 +117,7 @@ def blur(image: np.ndarray, rng: np.random.Generator, severity: float) -> np.nda
 
 def jpeg(image: np.ndarray, rng: np.random.Generator, severity: float) -> np.ndarray:
     """JPEG re-compression at quality 70 (mild) down to 15 (strong)."""
-    quality = int(round(70 - 55 * severity + rng.uniform(-5, 5)))
+    quality = round(70 - 55 * severity + rng.uniform(-5, 5))
     ok, encoded = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:  # pragma: no cover - OpenCV always encodes uint8 RGB
         return image

@@ -7,7 +7,9 @@ data structure whose :meth:`AuditReport.to_dict` is the ``--json`` output (schem
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ from melanoscan.data.duplicates import (
 )
 from melanoscan.data.manifest import Manifest
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 UNSPLIT = "unsplit"
 ENTRY_COLUMNS = ("path", "label", "taxonomy", "split", "source", "image_id", "content_hash")
 
@@ -39,6 +41,7 @@ class ImageGroup:
         labels: the distinct labels among the entries.
         splits: the distinct splits among the entries (``"unsplit"`` for sources without one).
         max_distance: for near duplicates, the largest pHash distance inside the group.
+        sources: the distinct sources among the entries.
     """
 
     key: str
@@ -47,6 +50,30 @@ class ImageGroup:
     labels: list[str]
     splits: list[str]
     max_distance: int | None = None
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SourcePair:
+    """What two sources have in common (the ``source_pairs`` section).
+
+    Args:
+        sources: the two sources, in sorted order (``a``, ``b``).
+        shared_images: images (equal pixels or equal ISIC id) that both sources hold.
+        shared_by_split: the same, by the split each side files them under: ``{a_split:
+            {b_split: images}}``.
+        shared_lesions: lesions (``group_id``: HAM ``lesion_id``, ISIC 2020 patient) in both.
+        label_disagreements: shared images whose labels in ``a`` and ``b`` are incompatible.
+        disagreeing_labels: those, by label pair: ``{a_label: {b_label: images}}``; an image
+            filed under two classes in one source counts once per incompatible pair.
+    """
+
+    sources: list[str]
+    shared_images: int = 0
+    shared_by_split: dict[str, dict[str, int]] = field(default_factory=dict)
+    shared_lesions: int = 0
+    label_disagreements: int = 0
+    disagreeing_labels: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,6 +88,9 @@ class AuditReport:
     near_duplicates: list[ImageGroup]
     cross_split: list[ImageGroup]
     label_conflicts: list[ImageGroup]
+    source_pairs: list[SourcePair]
+    cross_source: list[ImageGroup]
+    cross_source_conflicts: list[ImageGroup]
     skipped: list[dict[str, str]]
     image_stats: dict[str, Any]
     near_duplicate_max_distance: int = NEAR_DUPLICATE_MAX_DISTANCE
@@ -77,12 +107,14 @@ def audit(
     sources: list[str] | None = None,
     near_max_distance: int = NEAR_DUPLICATE_MAX_DISTANCE,
 ) -> AuditReport:
-    """Audit a scanned manifest: counts, duplicates, leaks between splits, label conflicts."""
+    """Audit a scanned manifest: counts, duplicates, leaks between splits and sources, conflicts."""
     if not manifest.scanned:
         raise ValueError("audit needs a scanned manifest (melanoscan.data.manifest.scan)")
     table = manifest.images.reset_index(drop=True).copy()
     table["split"] = table["split"].fillna(UNSPLIT)
-    same_image = _groups(table, identity_groups(table))
+    identity = identity_groups(table)
+    same_image = _groups(table, identity)
+    cross_source = [g for g in same_image if len(g.sources) > 1]
     report = AuditReport(
         sources=sources or sorted(table["source"].unique().tolist()),
         total_images=len(table),
@@ -94,6 +126,9 @@ def audit(
         near_duplicates=_near_duplicate_groups(table, near_max_distance),
         cross_split=[g for g in same_image if len(g.splits) > 1],
         label_conflicts=[g for g in same_image if _conflicting(g)],
+        source_pairs=source_pairs(table, identity),
+        cross_source=cross_source,
+        cross_source_conflicts=[g for g in cross_source if _disagree_between_sources(g)],
         skipped=[
             {"path": s.path, "source": s.source, "reason": s.reason} for s in manifest.skipped
         ],
@@ -108,8 +143,67 @@ def audit(
         "near_duplicate_groups": len(report.near_duplicates),
         "cross_split_groups": len(report.cross_split),
         "label_conflict_groups": len(report.label_conflicts),
+        "cross_source_groups": len(report.cross_source),
+        "cross_source_conflict_groups": len(report.cross_source_conflicts),
     }
     return report
+
+
+def source_pairs(table: pd.DataFrame, identity: np.ndarray) -> list[SourcePair]:
+    """Every pair of sources, with the images and lesions they share and their disagreements.
+
+    Args:
+        table: the manifest table (``split`` filled).
+        identity: :func:`identity_groups` of ``table``.
+    """
+    names = sorted(table["source"].astype(str).unique().tolist())
+    pairs = {(a, b): SourcePair(sources=[a, b]) for a, b in combinations(names, 2)}
+    by_split: dict[tuple[str, str], Counter[tuple[str, str]]] = {k: Counter() for k in pairs}
+    by_label: dict[tuple[str, str], Counter[tuple[str, str]]] = {k: Counter() for k in pairs}
+    spread = table.assign(_identity=identity)
+    spread = spread[spread.groupby("_identity")["source"].transform("nunique") > 1]
+    for _, rows in spread.groupby("_identity"):
+        per_source = {str(source): part for source, part in rows.groupby("source")}
+        for a, b in combinations(sorted(per_source), 2):
+            pair = pairs[(a, b)]
+            pair.shared_images += 1
+            for splits in _product(per_source[a], per_source[b], "split"):
+                by_split[(a, b)][splits] += 1
+            incompatible = {
+                (label_a, label_b)
+                for (label_a, kind_a), (label_b, kind_b) in _product(
+                    per_source[a], per_source[b], ("label", "taxonomy")
+                )
+                if not taxonomy.labels_compatible(label_a, kind_a, label_b, kind_b)
+            }
+            if incompatible:
+                pair.label_disagreements += 1
+                by_label[(a, b)].update(incompatible)
+    lesions = table.dropna(subset=["group_id"]).groupby("group_id")["source"].unique()
+    for sources in lesions:
+        for a, b in combinations(sorted(map(str, sources)), 2):
+            pairs[(a, b)].shared_lesions += 1
+    for key, pair in pairs.items():
+        pair.shared_by_split = _nested(by_split[key])
+        pair.disagreeing_labels = _nested(by_label[key])
+    return list(pairs.values())
+
+
+def _product(a: pd.DataFrame, b: pd.DataFrame, columns: str | tuple[str, ...]) -> set[Any]:
+    """The distinct ``(value in a, value in b)`` combinations of one or more columns."""
+    def values(rows: pd.DataFrame) -> set[Any]:
+        if isinstance(columns, str):
+            return set(rows[columns].astype(str))
+        return set(zip(*(rows[c].astype(str) for c in columns), strict=True))
+
+    return {(x, y) for x in values(a) for y in values(b)}
+
+
+def _nested(counts: Counter[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    nested: dict[str, dict[str, int]] = {}
+    for (outer, inner), count in sorted(counts.items()):
+        nested.setdefault(outer, {})[inner] = count
+    return nested
 
 
 def class_counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
@@ -192,6 +286,7 @@ def _groups(table: pd.DataFrame, labels: np.ndarray, by: str | None = None) -> l
                 by=links,
                 labels=sorted(rows["label"].unique().tolist()),
                 splits=sorted(rows["split"].unique().tolist()),
+                sources=sorted(rows["source"].astype(str).unique().tolist()),
             )
         )
     return groups
@@ -215,3 +310,12 @@ def _key(rows: pd.DataFrame, by: str) -> str:
 
 def _conflicting(group: ImageGroup) -> bool:
     return not taxonomy.labels_agree((e["label"], e["taxonomy"]) for e in group.entries)
+
+
+def _disagree_between_sources(group: ImageGroup) -> bool:
+    """Whether two entries of different sources carry incompatible labels."""
+    return any(
+        a["source"] != b["source"]
+        and not taxonomy.labels_compatible(a["label"], a["taxonomy"], b["label"], b["taxonomy"])
+        for a, b in combinations(group.entries, 2)
+    )

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from melanoscan import taxonomy
-from melanoscan.data.audit import AuditReport, ImageGroup
+from melanoscan.data.audit import AuditReport, ImageGroup, SourcePair
 from melanoscan.data.images import ImageDecodeError, load_rgb
 
 SAMPLES_PER_CLASS = 6
@@ -53,6 +53,8 @@ def print_summary(report: AuditReport, console: Console) -> None:
     _print_groups(
         console, "Label conflicts (same image, different classes)", report.label_conflicts
     )
+    if report.source_pairs:
+        _print_source_pairs(console, report)
     if report.skipped:
         console.print(f"[red]Skipped files: {len(report.skipped)}[/]")
         for item in report.skipped[:LISTED_GROUPS]:
@@ -68,16 +70,54 @@ def print_summary(report: AuditReport, console: Console) -> None:
     )
 
 
-def _print_groups(console: Console, title: str, groups: list[ImageGroup]) -> None:
+def _print_groups(
+    console: Console, title: str, groups: list[ImageGroup], *, show_source: bool = False
+) -> None:
     images = sum(len(g.entries) for g in groups)
     style = "yellow" if groups else "green"
     console.print(f"[{style}]{title}: {len(groups)} groups, {images} images[/]")
     for group in groups[:LISTED_GROUPS]:
         entries = "; ".join(
-            f"{Path(e['path']).name} [{e['split']}/{e['label']}]" for e in group.entries
+            f"{Path(e['path']).name} ["
+            + (f"{Path(str(e['source'])).name}: " if show_source else "")
+            + f"{e['split']}/{e['label']}]"
+            for e in group.entries
         )
         console.print(f"  {entries}", markup=False, highlight=False)
     _more(console, len(groups))
+
+
+def _print_source_pairs(console: Console, report: AuditReport) -> None:
+    """The between-sources section: one row per pair that shares anything, then the conflicts."""
+    sharing = [p for p in report.source_pairs if p.shared_images or p.shared_lesions]
+    style = "yellow" if sharing else "green"
+    copies = sum(len(g.entries) for g in report.cross_source)
+    console.print(
+        f"[{style}]Images shared between sources: {len(report.cross_source)} images "
+        f"({copies} files); {len(sharing)} of {len(report.source_pairs)} source pairs share "
+        "images or lesions[/]"
+    )
+    if sharing:
+        table = Table(title="Source pairs sharing images or lesions")
+        for column, right in (("source A", False), ("source B", False), ("images", True),
+                              ("A split / B split", False), ("lesions", True),
+                              ("disagree", True), ("A label / B label", False)):
+            table.add_column(column, justify="right" if right else "left", overflow="fold")
+        for pair in sharing:
+            table.add_row(*pair.sources, str(pair.shared_images),
+                          _nested_text(pair.shared_by_split), str(pair.shared_lesions),
+                          str(pair.label_disagreements), _nested_text(pair.disagreeing_labels))
+        console.print(table)
+    _print_groups(console, "Label disagreements between sources", report.cross_source_conflicts,
+                  show_source=True)
+
+
+def _nested_text(counts: dict[str, dict[str, int]]) -> str:
+    items = sorted(
+        ((f"{outer} / {inner}", n) for outer, row in counts.items() for inner, n in row.items()),
+        key=lambda item: -item[1],
+    )
+    return "\n".join(f"{name}: {n}" for name, n in items) or "-"
 
 
 def _more(console: Console, total: int) -> None:
@@ -174,6 +214,28 @@ def _write_html(report: AuditReport, path: Path) -> Path:
             f"<table><tr><th>images</th><th>linked by</th></tr>{rows}</table>" if items else ""
         )
 
+    def pairs(items: list[SourcePair]) -> str:
+        def nested(counts: dict[str, dict[str, int]]) -> str:
+            return "<br>".join(
+                f"{esc(outer)} / {esc(inner)}: {n}"
+                for outer, row in counts.items()
+                for inner, n in row.items()
+            )
+
+        rows = "".join(
+            f"<tr><td>{esc(p.sources[0])}</td><td>{esc(p.sources[1])}</td>"
+            f"<td>{p.shared_images}</td><td>{nested(p.shared_by_split)}</td>"
+            f"<td>{p.shared_lesions}</td><td>{p.label_disagreements}</td>"
+            f"<td>{nested(p.disagreeing_labels)}</td></tr>"
+            for p in items
+        )
+        return (
+            "<h2>Sources compared pairwise</h2><table><tr><th>source A</th><th>source B</th>"
+            "<th>shared images</th><th>A split / B split</th><th>shared lesions</th>"
+            f"<th>label disagreements</th><th>A label / B label</th></tr>{rows}</table>"
+            if items else ""
+        )
+
     skipped = "".join(
         f"<tr><td>{esc(s['path'])}</td><td>{esc(s['reason'])}</td></tr>" for s in report.skipped
     )
@@ -192,6 +254,9 @@ most: {esc(balance["most"])}).</p>
 {groups(f"Near duplicates (pHash <= {report.near_duplicate_max_distance})", report.near_duplicates)}
 {groups("Images shared between splits", report.cross_split)}
 {groups("Label conflicts", report.label_conflicts)}
+{pairs(report.source_pairs)}
+{groups("Label disagreements between sources", report.cross_source_conflicts)}
+{groups("Images shared between sources", report.cross_source)}
 <h2>Skipped files: {len(report.skipped)}</h2>
 {f"<table><tr><th>path</th><th>reason</th></tr>{skipped}</table>" if skipped else ""}
 <h2>Image statistics</h2><pre>{esc(json.dumps(report.image_stats, indent=2))}</pre>

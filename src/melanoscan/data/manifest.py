@@ -5,11 +5,12 @@ Columns (one row per image):
 ================  ==============================================================================
 path              absolute path of the image file
 label             class in the project's 9-class vocabulary (:data:`melanoscan.taxonomy.CLASSES`)
-source_label      the label as the source wrote it (folder name, or HAM / ISIC 2018 code)
-taxonomy          ``"isic9"`` if the source labels 9 classes, ``"isic2018"`` if it labels 7 codes
+source_label      the label as the source wrote it (folder name, HAM / ISIC code, diagnosis)
+taxonomy          ``"isic9"`` for a class folder, ``"isic2016"`` .. ``"isic2020"`` for challenge
+                  ground truth (``"isic2018"`` also for HAM10000): see ``docs/TAXONOMY.md``
 source            the source as the user named it (directory or CSV path)
 split             the source's own split (``"train"``, ``"val"``, ``"test"``), or empty
-group_id          images that must stay together (HAM ``lesion_id``), or empty
+group_id          images that must stay together (HAM ``lesion_id``, ISIC 2020 ``patient_id``)
 image_id          ISIC identifier (``ISIC_0024306``) when the file name or CSV gives one
 content_hash      SHA-256 of the decoded RGB pixels, filled by :func:`scan`
 ================  ==============================================================================

@@ -4,15 +4,29 @@ Supported sources (several may be given at once, see :func:`read_sources`):
 
 * class-folder trees: ``DIR/<class>/*.jpg`` or ``DIR/{Train,Val,Test}/<class>/*.jpg``; folder
   names are matched to the 9 classes case-, space-, hyphen- and underscore-insensitively;
-* ISIC challenge ground truth in the one-hot format (``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``);
-* ISIC 2017 Part 3 ground truth (``image_id,melanoma,seborrheic_keratosis``; both 0 = nevus);
-* HAM10000 metadata (``lesion_id,image_id,dx,...``); ``lesion_id`` becomes the group id;
+* ISIC challenge ground truth, one format per challenge (``taxonomy`` in brackets):
+
+  - ISIC 2016 Part 3 (``isic2016``): ``image id, benign|malignant`` (or ``0|1``), with or
+    without a header; malignant is melanoma, and a benign row is skipped with its reason
+    (benign names none of the 9 classes);
+  - ISIC 2017 Part 3 (``isic2017``): ``image_id,melanoma,seborrheic_keratosis``; both 0 = nevus;
+  - ISIC 2018 Task 3 (``isic2018``): one-hot ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``;
+  - ISIC 2019 (``isic2019``): one-hot ``image,MEL,NV,BCC,AK,BKL,DF,VASC,SCC[,UNK]``; ``UNK``
+    rows are skipped with their reason;
+  - ISIC 2020 (``isic2020``): ``image_name,patient_id,...,diagnosis,...``; the diagnoses that
+    name one of the 9 classes are read (:data:`melanoscan.taxonomy.FROM_ISIC2020`), the others
+    skipped with the diagnosis as the reason; ``patient_id`` becomes the group id;
+
+* HAM10000 metadata (``isic2018``: ``lesion_id,image_id,dx,...``); ``lesion_id`` becomes the
+  group id, so two metadata folders of one collection (HAM10000 split in two) link their images;
 * a manifest CSV melanoscan wrote (``melanoscan split --out``, a training run's ``split.csv``),
   given as a file: read as it is, labels and splits included.
 
 For CSV sources, images are looked up by id anywhere under the CSV's own directory (or under
-``images_dir`` when given). A directory holding one such CSV is read as that CSV; several CSVs of one format (the ISIC
-2017 training and validation ground truth side by side) are read together.
+``images_dir`` when given). A directory holding one such CSV is read as that CSV; several CSVs
+of one format (the ISIC 2017 training and validation ground truth side by side) are read
+together. A CSV whose name contains ``test`` gives its rows the ``test`` split. Every row that
+is not read is listed in :attr:`Manifest.skipped` with its reason.
 """
 
 from __future__ import annotations
@@ -41,17 +55,39 @@ ISIC_ID = re.compile(r"ISIC_\d{7}", re.IGNORECASE)
 HAM_REQUIRED = ("lesion_id", "image_id", "dx")
 ISIC2017_REQUIRED = ("image_id", "melanoma", "seborrheic_keratosis")
 ISIC_ONEHOT_CODES = tuple(code.upper() for code in taxonomy.ISIC2018_CODES)
+ISIC2019_CODES = tuple(code.upper() for code in taxonomy.ISIC2019_CODES)
+ISIC2020_REQUIRED = ("image_name", "patient_id", "diagnosis")
+ISIC2016_VALUES: dict[str, bool] = {
+    "benign": False, "malignant": True, "0": False, "1": True, "0.0": False, "1.0": True,
+}
+"""ISIC 2016 Part 3 ground-truth values, lower-cased: whether the lesion is malignant."""
+HOLDOUT_SPLIT = "holdout"
+"""The split of every row of a held-out source (:func:`read_sources` ``holdout``)."""
 
 
 class DataSourceError(Exception):
     """A source that cannot be read at all (missing, empty, unknown layout or columns)."""
 
 
-def read_sources(paths: Sequence[str | Path]) -> Manifest:
-    """Read every source and concatenate them into one manifest (not yet scanned)."""
+def read_sources(
+    paths: Sequence[str | Path], *, holdout: Sequence[str | Path] = ()
+) -> Manifest:
+    """Read every source and concatenate them into one manifest (not yet scanned).
+
+    Args:
+        paths: the sources.
+        holdout: further sources whose rows all get the :data:`HOLDOUT_SPLIT` split, whatever
+            split they had: an evaluation split that a cleaning policy listing it keeps every
+            copy, lesion and near duplicate of out of training (leave-one-source-out).
+    """
     if not paths:
         raise DataSourceError("no data source given")
-    return Manifest.concat(read_source(path) for path in paths)
+    manifest = Manifest.concat(read_source(path) for path in paths)
+    if not holdout:
+        return manifest
+    held = Manifest.concat(read_source(path) for path in holdout)
+    held.images["split"] = HOLDOUT_SPLIT
+    return Manifest.concat([manifest, held])
 
 
 def read_source(path: str | Path, *, images_dir: str | Path | None = None) -> Manifest:
@@ -69,11 +105,14 @@ def read_source(path: str | Path, *, images_dir: str | Path | None = None) -> Ma
             return read_manifest_csv(path)
         return read_csv_source(path, images_dir=images_dir)
     subdirs = _visible_subdirs(path)
-    if any(d.name.lower() in SPLIT_FOLDERS for d in subdirs):
+    csvs = [c for c in sorted(path.glob("*.csv")) if _csv_kind(c) is not None]
+    split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_FOLDERS]
+    # A ground-truth CSV next to a plain image folder named like a split (ISIC 2020's train/)
+    # is a CSV source; split folders holding class folders are a split tree.
+    if split_dirs and (not csvs or any(_holds_class_folders(d) for d in split_dirs)):
         return read_split_tree(path)
     if any(taxonomy.class_from_folder(d.name) for d in subdirs):
         return read_class_folders(path, source=str(path))
-    csvs = [c for c in sorted(path.glob("*.csv")) if _csv_kind(c) is not None]
     if len({_csv_kind(c) for c in csvs}) == 1:
         return Manifest.concat(
             read_csv_source(c, images_dir=images_dir, source=str(path)) for c in csvs
@@ -147,22 +186,24 @@ def read_class_folders(root: Path, *, source: str, split: str | None = None) -> 
 def read_csv_source(
     csv_path: Path, *, images_dir: str | Path | None = None, source: str | None = None
 ) -> Manifest:
-    """Read an ISIC one-hot ground-truth CSV or a HAM10000 metadata CSV."""
+    """Read an ISIC challenge ground-truth CSV or a HAM10000 metadata CSV (module docstring)."""
     kind = _csv_kind(csv_path)
     if kind is None:
         header = _csv_header(csv_path)
         raise DataSourceError(
-            f"{csv_path}: unknown CSV columns {header}; expected the ISIC one-hot format "
-            f"(image,{','.join(ISIC_ONEHOT_CODES)}), ISIC 2017 Part 3 "
-            f"({','.join(ISIC2017_REQUIRED)}) or HAM10000 metadata ({','.join(HAM_REQUIRED)},...)"
+            f"{csv_path}: unknown CSV columns {header}; expected ISIC 2016 Part 3 "
+            "(image id,benign|malignant), ISIC 2017 Part 3 "
+            f"({','.join(ISIC2017_REQUIRED)}), the ISIC 2018 one-hot format "
+            f"(image,{','.join(ISIC_ONEHOT_CODES)}), ISIC 2019 (image,{','.join(ISIC2019_CODES)}"
+            f",UNK), ISIC 2020 ({','.join(ISIC2020_REQUIRED)},...) or HAM10000 metadata "
+            f"({','.join(HAM_REQUIRED)},...)"
         )
     index = _image_index(Path(images_dir) if images_dir else csv_path.parent)
     source = source or str(csv_path)
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        records = list(csv.DictReader(handle))
+    records, first_line = _csv_records(csv_path, kind)
     if not records:
         raise DataSourceError(f"{csv_path}: the CSV has a header but no rows")
-    rows, skipped = _read_csv_rows(kind, records, index, source, csv_path)
+    rows, skipped = _read_csv_rows(kind, records, first_line, index, source, csv_path)
     if not rows:
         raise DataSourceError(
             f"{csv_path}: none of its {len(records)} rows has a usable image "
@@ -184,16 +225,54 @@ def _ham_fields(record: dict[str, str], csv_path: Path) -> RowFields:
                                                                    "split": None}
 
 
-def _onehot_fields(record: dict[str, str], csv_path: Path) -> RowFields:
+def _split_of(csv_path: Path) -> str | None:
+    return "test" if "test" in csv_path.name.lower() else None
+
+
+def _hot_column(record: dict[str, str], codes: Sequence[str]) -> str:
+    """The one column of ``codes`` set to 1 in a one-hot row (lower-cased)."""
     try:
-        hot = [code for code in ISIC_ONEHOT_CODES if float(record.get(code) or 0) >= 0.5]
+        hot = [code for code in codes if float(record.get(code) or 0) >= 0.5]
     except ValueError:
         raise ValueError("non-numeric value in a class column") from None
     if len(hot) != 1:
         raise ValueError(f"one-hot row has {len(hot)} positive classes")
-    code = hot[0].lower()
-    split = "test" if "test" in csv_path.name.lower() else None
-    return taxonomy.from_isic2018(code), code, taxonomy.ISIC2018, {"split": split}
+    return hot[0].lower()
+
+
+def _onehot_fields(record: dict[str, str], csv_path: Path) -> RowFields:
+    code = _hot_column(record, ISIC_ONEHOT_CODES)
+    return taxonomy.from_isic2018(code), code, taxonomy.ISIC2018, {"split": _split_of(csv_path)}
+
+
+def _isic2019_fields(record: dict[str, str], csv_path: Path) -> RowFields:
+    code = _hot_column(record, (*ISIC2019_CODES, "UNK"))
+    if code == "unk":
+        raise ValueError("ISIC 2019 UNK (none of the other diagnoses): not among the 9 classes")
+    label = taxonomy.FROM_ISIC2019[code]
+    return label, code, taxonomy.ISIC2019, {"split": _split_of(csv_path)}
+
+
+def _isic2020_fields(record: dict[str, str], csv_path: Path) -> RowFields:
+    written = (record.get("diagnosis") or "").strip()
+    label = taxonomy.FROM_ISIC2020.get(taxonomy.normalise_name(written))
+    if label is None:
+        raise ValueError(f"ISIC 2020 diagnosis {written!r}: not among the 9 classes")
+    target = (record.get("target") or "").strip()
+    if target in ("0", "1") and (target == "1") != (label == taxonomy.MELANOMA):
+        raise ValueError(f"ISIC 2020 target {target} contradicts the diagnosis {written!r}")
+    group = (record.get("patient_id") or "").strip() or None
+    return label, written, taxonomy.ISIC2020, {"group_id": group, "split": _split_of(csv_path)}
+
+
+def _isic2016_fields(record: dict[str, str], csv_path: Path) -> RowFields:
+    written = (record.get("benign_malignant") or "").strip()
+    malignant = ISIC2016_VALUES.get(written.lower())
+    if malignant is None:
+        raise ValueError(f"ISIC 2016 value {written!r} is neither benign nor malignant (0/1)")
+    if not malignant:
+        raise ValueError("ISIC 2016 benign: no diagnosis among the 9 classes")
+    return taxonomy.MELANOMA, written, taxonomy.ISIC2016, {"split": _split_of(csv_path)}
 
 
 def _isic2017_fields(record: dict[str, str], csv_path: Path) -> RowFields:
@@ -207,20 +286,23 @@ def _isic2017_fields(record: dict[str, str], csv_path: Path) -> RowFields:
     written = "melanoma" if melanoma else "seborrheic_keratosis" if keratosis else "neither (nevus)"
     # The 2017 "Validation" set is only 148 images: its rows are training candidates like the
     # rest, so validation is drawn across every source. Only a test file is held out.
-    split = "test" if "test" in csv_path.name.lower() else None
-    return label, written, taxonomy.ISIC2017, {"split": split}
+    return label, written, taxonomy.ISIC2017, {"split": _split_of(csv_path)}
 
 
 _CSV_FORMATS = {
     "ham": ("image_id", _ham_fields),
     "onehot": ("image", _onehot_fields),
     "isic2017": ("image_id", _isic2017_fields),
+    "isic2019": ("image", _isic2019_fields),
+    "isic2020": ("image_name", _isic2020_fields),
+    "isic2016": ("image_id", _isic2016_fields),
 }
 
 
 def _read_csv_rows(
     kind: str,
     records: list[dict[str, str]],
+    first_line: int,
     index: dict[str, Path],
     source: str,
     csv_path: Path,
@@ -228,7 +310,7 @@ def _read_csv_rows(
     id_column, parse = _CSV_FORMATS[kind]
     rows: list[dict[str, str | None]] = []
     skipped: list[Skipped] = []
-    for number, record in enumerate(records, start=2):
+    for number, record in enumerate(records, start=first_line):
         image_id = (record.get(id_column) or "").strip()
         where = f"{csv_path}:{number} ({image_id or 'no ' + id_column})"
         try:
@@ -257,6 +339,42 @@ def _read_csv_rows(
 def _csv_header(csv_path: Path) -> list[str]:
     with csv_path.open(newline="", encoding="utf-8-sig") as handle:
         return [c.strip() for c in next(csv.reader(handle), [])]
+
+
+def _csv_records(csv_path: Path, kind: str) -> tuple[list[dict[str, str]], int]:
+    """The CSV's rows as dicts, and the line number of the first one."""
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+        if kind != "isic2016":
+            return list(csv.DictReader(handle)), 2
+        rows = list(csv.reader(handle))
+    # ISIC 2016 files come with or without a header, whose column names vary: name them here.
+    header = 1 if rows and not _has_isic_id(rows[0]) else 0
+    records = [
+        {"image_id": row[0], "benign_malignant": row[1] if len(row) > 1 else ""}
+        for row in rows[header:]
+    ]
+    return records, 1 + header
+
+
+def _has_isic_id(row: list[str]) -> bool:
+    return bool(row) and ISIC_ID.search(row[0]) is not None
+
+
+def _looks_like_isic2016(csv_path: Path, sample: int = 20) -> bool:
+    """Two columns, ISIC ids and (mostly) benign/malignant or 0/1, after an optional header.
+
+    A few unreadable values do not change the format: those rows are skipped with a reason.
+    """
+    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = [row for _, row in zip(range(sample), csv.reader(handle), strict=False) if row]
+    if rows and not _has_isic_id(rows[0]):
+        rows = rows[1:]
+    valid = [row[1].strip().lower() in ISIC2016_VALUES for row in rows if len(row) == 2]
+    return (
+        bool(rows)
+        and all(len(row) == 2 and _has_isic_id(row) for row in rows)
+        and sum(valid) > len(rows) / 2
+    )
 
 
 def read_manifest_csv(csv_path: Path) -> Manifest:
@@ -294,10 +412,17 @@ def _csv_kind(csv_path: Path) -> str | None:
     header = _csv_header(csv_path)
     if all(column in header for column in HAM_REQUIRED):
         return "ham"
+    if all(column in header for column in ISIC2020_REQUIRED):
+        return "isic2020"
+    # 2019 before 2018: its AK and SCC columns replace AKIEC, and AK alone is not AKIEC.
+    if "image" in header and all(code in header for code in ISIC2019_CODES):
+        return "isic2019"
     if "image" in header and all(code in header for code in ISIC_ONEHOT_CODES):
         return "onehot"
     if all(column in header for column in ISIC2017_REQUIRED):
         return "isic2017"
+    if _looks_like_isic2016(csv_path):
+        return "isic2016"
     return None
 
 
@@ -310,6 +435,10 @@ def _image_index(root: Path) -> dict[str, Path]:
         for f in sorted(root.rglob("*"))
         if f.is_file() and is_image_file(f) and not _hidden(f, root)
     }
+
+
+def _holds_class_folders(root: Path) -> bool:
+    return any(taxonomy.class_from_folder(d.name) for d in _visible_subdirs(root))
 
 
 def _visible_subdirs(root: Path) -> list[Path]:

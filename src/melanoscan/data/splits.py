@@ -153,7 +153,7 @@ def _relabel_by_authority(
         pairs = [(table.at[i, "label"], table.at[i, "taxonomy"]) for i in authority]
         if not authority or not taxonomy.labels_agree(pairs):
             continue  # no official label, or the official files disagree: left a conflict
-        exact = [label for label, kind in pairs if taxonomy.is_exact(kind, label)]
+        exact = [label for label, kind in pairs if taxonomy.is_exact(label, kind)]
         for i in rows:
             if official[i] or not may_relabel[i]:
                 continue
@@ -161,10 +161,12 @@ def _relabel_by_authority(
             if any(taxonomy.labels_compatible(label, table.at[i, "taxonomy"], a, t)
                    for a, t in pairs):
                 continue
-            new = exact[0] if exact else pairs[0][0]
+            # The copy now says what the official file says, at the official file's resolution.
+            new, new_taxonomy = next(((lb, k) for lb, k in pairs if lb in exact), pairs[0])
             changed.append(int(i))
             old_labels.append(str(label))
             table.at[i, "label"] = new
+            table.at[i, "taxonomy"] = new_taxonomy
     relabelled = table.loc[changed].assign(old_label=old_labels, reason=RELABELLED_BY_AUTHORITY)
     return table, relabelled.reset_index(drop=True)
 

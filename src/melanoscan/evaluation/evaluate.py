@@ -66,7 +66,9 @@ class Evaluation:
 def scoring_space(table: pd.DataFrame) -> tuple[str, list[str], np.ndarray]:
     """``(taxonomy, classes, label indices)``: 9 classes if every label names one class exactly,
     else the 7 ISIC 2018 codes (the finest resolution every label has)."""
-    exact = [taxonomy.is_exact(t, n) for t, n in zip(table["taxonomy"], table["label"], strict=True)]
+    exact = [
+        taxonomy.is_exact(n, t) for t, n in zip(table["taxonomy"], table["label"], strict=True)
+    ]
     if all(exact):
         classes = list(taxonomy.CLASSES)
         return "isic9", classes, table["label"].map(classes.index).to_numpy()
@@ -88,7 +90,11 @@ def evaluate(
     """Score ``bundle`` on the labelled images of ``data`` (optionally one split of them)."""
     manifest = scan(read_sources(data), show_progress=show_progress)
     table = select_split(manifest, split)
-    overlap = table["content_hash"].isin(set(bundle.training_images()["content_hash"]))
+    trained = bundle.training_images()
+    # Same pixels, or the same ISIC id (a resized copy in another archive is the same image).
+    overlap = table["content_hash"].isin(set(trained["content_hash"]))
+    if "image_id" in trained.columns:
+        overlap |= table["image_id"].isin(set(trained["image_id"].dropna()))
     overlap_paths = sorted(table.loc[overlap, "path"].astype(str))
     if not score_training_overlap:
         table = table[~overlap.to_numpy()]

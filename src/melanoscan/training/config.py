@@ -15,9 +15,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from melanoscan.models.factory import MODEL_NAMES
-
-ARTEFACT_NAMES = ("frame", "hair", "ruler", "colour_cast", "blur", "jpeg", "low_resolution")
+from melanoscan.models.factory import MODEL_NAMES, get_model_spec
 from melanoscan.preprocess import COLOUR_CONSTANCY
 
 __all__ = [
@@ -37,6 +35,9 @@ __all__ = [
 BALANCE_STRATEGIES = ("sampler", "weighted_loss", "offline", "none")
 CACHE_MODES = ("disk", "memory", "none")
 OPTIMIZERS = ("adamw", "adam")
+# The keys of melanoscan.data.artefacts.ARTEFACTS, copied so the config need not import cv2 and
+# albumentations (a test keeps the two equal).
+ARTEFACT_NAMES = ("frame", "hair", "ruler", "colour_cast", "blur", "jpeg", "low_resolution")
 MONITORS = ("val_balanced_accuracy", "val_accuracy", "val_loss", "val_melanoma_auc")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
 
@@ -277,7 +278,10 @@ class TrainConfig:
              f"augmentation.artefacts must be among {ARTEFACT_NAMES}"),
             (self.monitor in MONITORS, f"monitor must be one of {MONITORS}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
-            (0 <= self.low_res_epochs, "low_res_epochs must be >= 0"),
+            (self.low_res_epochs >= 0, "low_res_epochs must be >= 0"),
+            (self.low_res_epochs == 0 or get_model_spec(self.model.name).size_argument is None,
+             f"low_res_epochs needs a fully convolutional model; {self.model.name} is built "
+             "for one input size"),
             (self.low_res_size >= 32, "low_res_size must be at least 32"),
         ]
         for ok, message in checks:

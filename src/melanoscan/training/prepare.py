@@ -17,9 +17,9 @@ import pandas as pd
 from melanoscan import taxonomy
 from melanoscan.data.augment import augment, build_train_transform
 from melanoscan.data.cache import ResizedImageLoader
-from melanoscan.data.manifest import Manifest, scan
+from melanoscan.data.manifest import scan
 from melanoscan.data.offline_augment import generate_offline_augmentations
-from melanoscan.data.sources import DataSourceError, read_sources
+from melanoscan.data.sources import HOLDOUT_SPLIT, DataSourceError, read_sources
 from melanoscan.data.splits import CleaningPolicy, train_val_split
 from melanoscan.preprocess import Preprocessing
 from melanoscan.training.config import TrainConfig
@@ -30,7 +30,6 @@ SPLIT_FILE = "split.csv"
 EXCLUDED_FILE = "excluded.csv"
 SKIPPED_FILE = "skipped.csv"
 RELABELLED_FILE = "relabelled.csv"
-HOLDOUT_SPLIT = "holdout"
 SUMMARY_FILE = "data_summary.json"
 OFFLINE_DIR = "offline_augmented"
 
@@ -69,7 +68,7 @@ def prepare_data(
             validation split.
     """
     try:
-        manifest = scan(_read_with_holdout(data, config.data.holdout_sources),
+        manifest = scan(read_sources(data, holdout=config.data.holdout_sources),
                         show_progress=show_progress)
     except DataSourceError as exc:
         raise TrainingDataError(str(exc)) from None
@@ -122,16 +121,6 @@ def prepare_data(
     }
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return PreparedData(table, summary, warnings)
-
-
-def _read_with_holdout(data: Sequence[Path], holdout: Sequence[str]) -> Manifest:
-    """The training sources plus the held-out ones, whose rows get the ``holdout`` split."""
-    manifest = read_sources(data)
-    if not holdout:
-        return manifest
-    held = read_sources(holdout)
-    held.images["split"] = HOLDOUT_SPLIT
-    return Manifest.concat([manifest, held])
 
 
 def read_prepared(run_dir: Path) -> PreparedData:
