@@ -5,8 +5,8 @@ A bundle is a directory::
     bundle.json           classes, architecture, preprocessing, training summary, metrics,
                           calibration (temperature, melanoma alert threshold)
     weights.pt            the network's state dict (loaded with ``weights_only=True``)
-    training_images.csv   content hash, ISIC id, label and split of every image trained or validated on,
-                          so evaluation can refuse a "test" set that overlaps training
+    training_images.csv   content hash, ISIC id, label and split of every image trained or
+                          validated on, so evaluation can refuse a "test" set that overlaps training
 
 Training writes it, calibration and export amend it, evaluation, prediction and serving read it.
 """
