@@ -17,9 +17,10 @@ from pathlib import Path
 import pandas as pd
 from experiments import FIRST_HAM10000_ID, figures_of, validation_figures
 
-from melanoscan.bundle import default_bundle_path, read_metadata, write_metadata
+from melanoscan.bundle import ONNX_FILE, default_bundle_path, read_metadata, write_metadata
 from melanoscan.evaluation.report import format_estimate
 from melanoscan.inference.export import export_onnx
+from melanoscan.inference.onnx_graph import fold_static_padding
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCURACY = ROOT / "benchmarks" / "results" / "accuracy.json"
@@ -65,6 +66,10 @@ def main() -> None:
     for plot in PLOTS:  # the run's curves and validation confusion matrix, for the card
         shutil.copy(args.bundle.parent / plot, IMAGES / f"shipped_{plot}")
     export_onnx(target)
+    # SAME padding computed at run time keeps onnxruntime from fusing it into the convolutions;
+    # folded, fp32 runs about twice as fast (outputs within 1e-5, benchmarks/quantize_parity.py).
+    onnx_file = target / ONNX_FILE
+    fold_static_padding(onnx_file, onnx_file)
     metadata = read_metadata(target)
     metadata.name = "melanoscan-efficientnet-lite0"
     metadata.test_metrics = {
