@@ -293,9 +293,10 @@ further validation.
   the archive instead of the lesion, and the isic9 validation figures cannot show it.
 - Some classes have few training images ({_rare(counts)}): their per-class figures have wide
   intervals, and a class with a handful of images is practically never predicted. Seborrheic
-  keratosis is the extreme case: the audit excludes almost all of isic9's copies (the same
-  images are filed under other classes too) and HAM10000 labels it only as `bkl`, which maps to
-  pigmented benign keratosis.
+  keratoses come from ISIC 2017 only (HAM10000 labels them `bkl` with other keratoses), so the
+  class is learned from one archive.
+- Melanoma AUC drops on images from an archive the model never saw: the leave-one-source-out
+  figure above, not the validation one, is the better guide to other clinics' images.
 - The alert threshold targets sensitivity on a small validation set; its sensitivity on new
   data has the interval shown above, not the target.
 """

@@ -58,3 +58,50 @@ def onnx_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     from melanoscan.inference.export import export_onnx
 
     return export_onnx(tiny_bundle, tmp_path_factory.mktemp("exported") / "bundle")
+
+
+def lesion_image(seed: int, size: int = 64) -> Image.Image:
+    """A dermoscopy-like picture: a noisy skin-tone field with a darker brown blob off centre."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    skin = np.array([205, 150, 120]) + rng.normal(0, 12, 3)
+    pixels = np.broadcast_to(skin, (size, size, 3)).astype(np.float32).copy()
+    cy, cx, r = rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65), rng.uniform(0.15, 0.3)
+    blob = np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / r**2) * 2)[..., None]
+    pixels = pixels * (1 - 0.6 * blob) + np.array([90, 50, 30]) * 0.6 * blob
+    pixels += rng.normal(0, 10, pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def text_page(size: tuple[int, int] = (96, 128)) -> Image.Image:
+    """A rendered text page: black words on white."""
+    from PIL import ImageDraw
+
+    page = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(page)
+    for line in range(2, size[1] // 10):
+        draw.text((4, line * 10 - 14), "Lorem ipsum dolor sit amet", fill="black")
+    return page
+
+
+@pytest.fixture(scope="session")
+def gated_bundle(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny bundle with a dermoscopy gate fitted on generated lesion images."""
+    import shutil
+
+    import pandas as pd
+
+    from melanoscan.evaluation.gate_fit import fit_gate
+
+    root = tmp_path_factory.mktemp("gated")
+    bundle = root / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    paths = []
+    for seed in range(160):
+        path = root / "lesions" / f"lesion_{seed}.png"
+        path.parent.mkdir(exist_ok=True)
+        lesion_image(seed).save(path)
+        paths.append(str(path))
+    table = pd.DataFrame({"path": paths, "width": 64, "height": 64})
+    fit_gate(bundle, table[:120], table[120:], show_progress=False, fitted_on="generated")
+    return bundle

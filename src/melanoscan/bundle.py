@@ -7,6 +7,8 @@ A bundle is a directory::
     weights.pt            the network's state dict (loaded with ``weights_only=True``)
     training_images.csv   content hash, ISIC id, label and split of every image trained or
                           validated on, so evaluation can refuse a "test" set that overlaps training
+    gate.npz              the dermoscopy gate's fitted statistics (optional; described by the
+                          ``gate`` block of bundle.json, see melanoscan.gate)
 
 Training writes it, calibration and export amend it, evaluation, prediction and serving read it.
 """
@@ -39,6 +41,7 @@ __all__ = [
     "Bundle",
     "BundleError",
     "BundleMetadata",
+    "atomic_write",
     "default_bundle_path",
     "load_bundle",
     "read_metadata",
@@ -79,6 +82,8 @@ class BundleMetadata:
         calibration: temperature and melanoma alert threshold (``None`` until calibrated), the
             target sensitivity and the data they were fitted on.
         exports: other forms of the same weights in the bundle (``{"onnx": {"file": ...}}``).
+        gate: the dermoscopy gate (:mod:`melanoscan.gate`): its file, method, threshold, quality
+            limits and what it was fitted on; empty for a bundle without one.
         test_metrics: headline figures on held-out test sets, for a shipped model's card.
         melanoscan_version: version that wrote the bundle.
         created: UTC timestamp (ISO 8601).
@@ -94,6 +99,7 @@ class BundleMetadata:
     validation_metrics: dict[str, Any] = field(default_factory=dict)
     calibration: dict[str, Any] = field(default_factory=_empty_calibration)
     exports: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
     test_metrics: dict[str, Any] = field(default_factory=dict)
     melanoscan_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -137,6 +143,18 @@ class Bundle:
             batch = torch.from_numpy(np.ascontiguousarray(inputs)).to(device)
             return self.model(batch).float().cpu().numpy()
 
+    def logits_and_features(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits ``(N, classes)`` and the gate's features ``(N, D)`` in one forward pass."""
+        import torch
+
+        from melanoscan.models.features import LogitsAndFeatures
+
+        device = next(self.model.parameters()).device
+        with torch.inference_mode():
+            batch = torch.from_numpy(np.ascontiguousarray(inputs)).to(device)
+            logits, features = LogitsAndFeatures(self.model)(batch)
+            return logits.float().cpu().numpy(), features.float().cpu().numpy()
+
     def predict_probabilities(self, images: list[Image.Image]) -> np.ndarray:
         """Class probabilities ``(N, classes)``, temperature-scaled when calibrated."""
         if not images:
@@ -164,11 +182,11 @@ def save_bundle(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
     if training_images is not None:
         columns = [c for c in ("content_hash", "image_id", "label", "split", "source")
                    if c in training_images]
-        _atomic_write(
+        atomic_write(
             directory / TRAINING_IMAGES_FILE,
             lambda tmp: training_images[columns].to_csv(tmp, index=False),
         )
@@ -179,7 +197,7 @@ def save_bundle(
 def write_metadata(directory: Path, metadata: BundleMetadata) -> None:
     """Write (or replace) ``bundle.json``; calibration and export use this to amend a bundle."""
     text = json.dumps(metadata.to_dict(), indent=2, default=_json_default) + "\n"
-    _atomic_write(Path(directory) / METADATA_FILE, lambda tmp: tmp.write_text(text))
+    atomic_write(Path(directory) / METADATA_FILE, lambda tmp: tmp.write_text(text))
 
 
 def read_metadata(path: Path | str) -> BundleMetadata:
@@ -271,7 +289,8 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> Bundle:
     return Bundle(directory, metadata, model, preprocessing)
 
 
-def _atomic_write(target: Path, write: Any) -> None:
+def atomic_write(target: Path, write: Any) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``target``, then move it into place."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         write(tmp)

@@ -88,7 +88,9 @@ def test_predict_csv_columns_and_order(onnx_bundle: Path) -> None:
     rows = list(csv.reader(io.StringIO(result.stdout)))
     assert rows[0] == [*FIXED_COLUMNS, *CLASSES]
     assert len(rows) == 1 + len(EXAMPLE_FILES)
-    assert {r[4] for r in rows[1:]} <= {"true", "false"}
+    alert = FIXED_COLUMNS.index("melanoma_alert")
+    assert {r[alert] for r in rows[1:]} <= {"true", "false"}
+    assert {r[FIXED_COLUMNS.index("gate")] for r in rows[1:]} == {"unchecked"}  # no gate
 
 
 def test_predict_json_and_skipped_files(onnx_bundle: Path, tmp_path: Path) -> None:
@@ -113,7 +115,7 @@ def test_predict_table_is_a_triage_list(onnx_bundle: Path) -> None:
     text = " ".join(result.output.split())
     assert f"{len(EXAMPLE_FILES)} images," in text and "0 skipped" in text
     cells = [line.split("│") for line in result.output.splitlines() if line.count("│") > 5]
-    values = [float(c[3]) for c in cells if c[1].strip().isdigit()]  # first line of each row
+    values = [float(c[4]) for c in cells if c[1].strip().isdigit()]  # first line of each row
     assert len(values) == len(EXAMPLE_FILES)
     assert values == sorted(values, reverse=True)
 

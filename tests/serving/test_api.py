@@ -19,11 +19,12 @@ from PIL import Image
 from melanoscan.inference.predictor import Predictor
 from melanoscan.serving import ServeLimits, create_app
 from melanoscan.serving.uploads import UploadError
-from tests.conftest import EXAMPLES, random_image
+from tests.conftest import EXAMPLES, lesion_image, random_image, text_page
 from tests.serving.conftest import client_for, with_alert_threshold
 
-PREDICTION_FIELDS = {"path", "predicted_class", "confidence", "melanoma_probability",
-                     "melanoma_alert", "probabilities"}
+PREDICTION_FIELDS = {"path", "headline", "predicted_class", "confidence", "melanoma_probability",
+                     "melanoma_alert", "probabilities", "gate", "gate_score", "gate_reason",
+                     "gate_overridden"}
 
 
 def encoded(image: Image.Image, image_format: str = "JPEG") -> bytes:
@@ -224,6 +225,27 @@ def test_alert_follows_the_bundle_threshold(onnx_bundle: Path, tmp_path: Path) -
         assert client.get("/v1/model").json()["alert_threshold"] == threshold
         result = client.post("/v1/predict", files=upload(image)).json()["predictions"][0]
         assert result["melanoma_alert"] is alert
+
+
+def test_a_flagged_image_is_answered_with_its_reason(gated_bundle: Path, tmp_path: Path) -> None:
+    bundle = with_alert_threshold(gated_bundle, tmp_path / "always", 0.0)  # alert on all
+    client = client_for(Predictor(bundle))
+    assert client.get("/v1/model").json()["gate"]["fit_images"] == 120
+    files = upload(("lesion.png", encoded(lesion_image(3), "PNG")),
+                   ("page.png", encoded(text_page(), "PNG")),
+                   ("flat.png", encoded(Image.new("RGB", (64, 64), (120, 80, 60)), "PNG")))
+    body = client.post("/v1/predict?gradcam=true", files=files).json()
+    lesion, page, flat = body["predictions"]
+    assert lesion["gate"] == "ok" and lesion["melanoma_alert"] and "gradcam" in lesion
+    assert lesion["headline"] == "melanoma suspected" or lesion["predicted_class"] == "melanoma"
+    assert (page["gate"], page["headline"]) == ("not_dermoscopy", "not dermoscopy")
+    assert (flat["gate"], flat["headline"]) == ("poor_quality", "poor quality")
+    for refused in (page, flat):
+        assert not refused["melanoma_alert"] and refused["gate_reason"]
+        assert "gradcam" not in refused
+    ungated = client.post("/v1/predict?gate=false", files=files).json()["predictions"]
+    assert [p["gate_overridden"] for p in ungated] == [False, True, True]
+    assert all(p["melanoma_alert"] for p in ungated)
 
 
 def test_example_images_predict(client: TestClient) -> None:

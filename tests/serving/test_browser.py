@@ -12,11 +12,12 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from PIL import Image
 
 from melanoscan.bundle import default_bundle_path
 from melanoscan.inference.predictor import Predictor
 from melanoscan.serving.background import serve_in_background
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, text_page
 from tests.serving.conftest import with_alert_threshold
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -86,6 +87,9 @@ def test_upload_shows_cards_with_the_alert(
     top, bottom = cards.nth(0), cards.nth(1)
     expect(top.locator(".alert-banner")).to_contain_text("Melanoma alert")
     expect(bottom.locator(".alert-banner")).to_have_count(0)
+    # An alert leads with "melanoma suspected", whatever the top class.
+    expect(top.locator(".headline")).to_have_text("melanoma suspected")
+    expect(bottom.locator(".headline")).to_have_text(ranked[1]["headline"])
     for card, result in ((top, ranked[0]), (bottom, ranked[1])):
         expect(card.locator(".predicted-class")).to_have_text(
             result["predicted_class"].replace("_", " "))
@@ -96,6 +100,31 @@ def test_upload_shows_cards_with_the_alert(
 
     screenshot = page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert screenshot[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_gate_refuses_a_blank_image_and_a_text_page_on_the_page(
+    page, images: list[Path], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    flat, text = tmp_path / "blank.png", tmp_path / "page.png"
+    Image.new("RGB", (256, 256), (200, 150, 120)).save(flat)
+    text_page((256, 320)).save(text)
+    page.set_input_files("#file-input", [str(images[0]), str(flat), str(text)])
+    expect(page.locator("#status")).to_contain_text("2 not analysed by the gate",
+                                                    timeout=60_000)
+    flagged = page.locator("#results .card.flagged")
+    expect(flagged).to_have_count(2)
+    banner = '.card.flagged[data-filename="{}"] .verdict-banner'
+    expect(page.locator(banner.format("blank.png"))).to_contain_text(
+        "Image too poor to read: blank")
+    # A white page is refused as over-exposed or as not dermoscopy: either way, with a reason.
+    expect(page.locator(banner.format("page.png"))).to_contain_text("Not analysed")
+    expect(flagged.locator(".bars")).to_have_count(0)  # no class, no probabilities
+    expect(flagged.locator(".alert-banner")).to_have_count(0)
+    # The dermoscopy image is read and ranked first; the refused ones follow.
+    expect(page.locator("#results .card").nth(0)).to_have_attribute("data-filename",
+                                                                    images[0].name)
 
 
 def test_a_file_that_is_not_an_image_is_refused_on_the_page(page, tmp_path: Path) -> None:

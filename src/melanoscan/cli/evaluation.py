@@ -74,18 +74,40 @@ def calibrate(
     target_sensitivity: Annotated[
         float, typer.Option(min=0.01, max=1.0, help="Melanoma sensitivity the alert must reach.")
     ] = 0.95,
+    gate_only: Annotated[
+        bool,
+        typer.Option("--gate-only", help="Only refit the dermoscopy gate, from the data the "
+                     "model was trained on (its training images fit it, the others set its "
+                     "threshold)."),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Fit temperature scaling and the melanoma alert threshold on held-out data; save them.
 
-    Training already does this on its validation split; use this for new held-out data.
-    Exit codes: 0 done; 2 bad input (no bundle, training images given, no melanoma).
+    Training already does this on its validation split; use this for new held-out data. With
+    --gate-only, refit the dermoscopy gate instead (training also fits it): --data must hold the
+    model's training images.
+    Exit codes: 0 done; 2 bad input (no bundle, training images given, no melanoma; for
+    --gate-only: too few training or other images).
     """
     from melanoscan.bundle import BundleError, load_bundle
     from melanoscan.data.sources import DataSourceError
     from melanoscan.evaluation.evaluate import EvaluationError
     from melanoscan.evaluation.recalibrate import calibrate_bundle
 
+    if gate_only:
+        from melanoscan.evaluation.gate_fit import refit_gate
+
+        try:
+            gate = refit_gate(load_bundle(model), data, split=split, show_progress=not quiet)
+        except (BundleError, DataSourceError, EvaluationError) as exc:
+            raise fail(str(exc)) from None
+        info = gate.info
+        console.print(
+            f"Dermoscopy gate fitted on {info['fit_images']} training images, threshold set on "
+            f"{info['threshold_images']} others ({info['held_out_flagged']:.1%} of them "
+            f"flagged); saved in {model}.", highlight=False)
+        return
     try:
         bundle = load_bundle(model)
         result = calibrate_bundle(bundle, data, split=split,

@@ -10,6 +10,9 @@ import typer
 
 from melanoscan.cli._app import BackendOpt, ModelOpt, QuietOpt, app, console, error_console, fail
 
+FLAGGED_EXIT_CODE = 3
+"""``predict``: nothing was skipped, but the dermoscopy gate flagged at least one image."""
+
 
 @app.command()
 def predict(
@@ -27,12 +30,21 @@ def predict(
         Path | None,
         typer.Option(help="Also write an HTML triage report (thumbnails, Grad-CAM) here."),
     ] = None,
+    no_gate: Annotated[
+        bool,
+        typer.Option("--no-gate", help="Score images the dermoscopy gate flags anyway (marked)."),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Classify dermoscopy images and raise the melanoma alert.
 
-    Exit codes: 0 every input predicted; 1 some inputs skipped (listed with their reason; the
-    others are predicted); 2 bad input (no model, unknown option, nothing to predict).
+    Each image first passes the model's dermoscopy gate: one that is not a dermoscopy image or
+    is too poor to read (blank, blurred, badly exposed, tiny) is listed with the reason and gets
+    no alert and no class; --no-gate scores it anyway, marked.
+
+    Exit codes: 0 every input predicted and passed the gate; 1 some inputs skipped (listed with
+    their reason; the others are predicted); 2 bad input (no model, unknown option, nothing to
+    predict); 3 none skipped, but the gate flagged some images (listed with the reason).
     """
     from melanoscan.bundle import BundleError
     from melanoscan.inference.predictor import Predictor, expand_inputs
@@ -49,7 +61,8 @@ def predict(
     if not files:
         raise fail("no image found in " + ", ".join(map(str, paths)))
     with progress_bar("Predicting", len(files), enabled=not quiet) as advance:
-        predictions, unreadable = predictor.predict_files(files, progress=advance)
+        predictions, unreadable = predictor.predict_files(files, progress=advance,
+                                                          gate=not no_gate)
     skipped += unreadable
     if output_format == "table" and output is None:
         print_table(predictions, skipped, predictor, console)
@@ -66,6 +79,10 @@ def predict(
             error_console.print(f"Wrote {output}")
         for s in skipped:
             error_console.print(f"[yellow]skipped[/] {s.path}: {s.reason}", highlight=False)
+        for p in predictions:
+            if p.flagged:
+                error_console.print(f"[yellow]{p.gate.replace('_', ' ')}[/] {p.path}: "
+                                    f"{p.gate_reason}", highlight=False)
     if report is not None:
         from melanoscan.inference.triage_report import write_triage_report
 
@@ -73,6 +90,8 @@ def predict(
         error_console.print(f"Wrote {page}")
     if skipped:
         raise typer.Exit(code=1)
+    if any(p.flagged for p in predictions):
+        raise typer.Exit(code=FLAGGED_EXIT_CODE)
 
 
 @app.command()

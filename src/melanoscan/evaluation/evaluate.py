@@ -20,8 +20,9 @@ from melanoscan.bundle import Bundle
 from melanoscan.data.manifest import Manifest, scan
 from melanoscan.data.sources import read_sources
 from melanoscan.evaluation.calibration import expected_calibration_error, softmax
-from melanoscan.evaluation.inference import predict_logits
+from melanoscan.evaluation.inference import predict_outputs
 from melanoscan.evaluation.metrics import classification_metrics
+from melanoscan.gate import FLAGGED, NOT_DERMOSCOPY, POOR_QUALITY, GateVerdict, load_gate
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -105,9 +106,13 @@ def evaluate(
         )
     table = table.reset_index(drop=True)
     space, classes, labels = scoring_space(table)
-    logits, unreadable = predict_logits(bundle, table, tta=tta, show_progress=show_progress)
+    gate = load_gate(bundle.path, bundle.metadata)
+    outputs = predict_outputs(bundle, table, tta=tta, gate=gate, show_progress=show_progress)
+    logits, unreadable = outputs.logits, outputs.unreadable
     skipped = [vars(s) for s in manifest.skipped] + unreadable
     keep = ~table["path"].isin({s["path"] for s in unreadable}).to_numpy()
+    verdicts = ([v for v, k in zip(outputs.verdicts, keep, strict=True) if k]
+                if outputs.verdicts else [])
     table, labels = table[keep].reset_index(drop=True), labels[keep]
     probabilities, uncalibrated, results = {}, {}, {}
     for name, values in logits.items():
@@ -126,6 +131,10 @@ def evaluate(
             if bundle.metadata.calibration.get("temperature") else None,
             "temperature": bundle.metadata.calibration.get("temperature"),
         }
+    gate_report = _gate_report(
+        gate is not None, verdicts, table, labels, probabilities, classes, space,
+        bundle.metadata.calibration.get("alert_threshold"), bootstrap_samples,
+    )
     report = {
         "schema_version": SCHEMA_VERSION,
         "model": {"name": bundle.metadata.name, "path": str(bundle.path),
@@ -146,11 +155,54 @@ def evaluate(
         "classes": classes,
         "mapping_note": MAPPING_NOTE if space == "isic2018" else "",
         "results": results,
+        "gate": gate_report,
     }
     scored = table[["path", "label", "content_hash"]].copy()
+    if verdicts:
+        scored["gate"] = [v.verdict if v else "" for v in verdicts]
+        scored["gate_score"] = [v.score if v else None for v in verdicts]
     for i, name in enumerate(classes):
         scored[name] = probabilities["plain"][:, i]
     return Evaluation(report, labels, probabilities, uncalibrated, scored)
+
+
+def _gate_report(
+    available: bool,
+    verdicts: list[GateVerdict | None],
+    table: pd.DataFrame,
+    labels: np.ndarray,
+    probabilities: dict[str, np.ndarray],
+    classes: list[str],
+    space: str,
+    alert_threshold: float | None,
+    samples: int,
+) -> dict[str, Any]:
+    """How many scored images the gate flags, which, and the figures without them."""
+    if not available:
+        return {"available": False}
+    names = [v.verdict if v else "" for v in verdicts]
+    flagged = np.array([n in FLAGGED for n in names], dtype=bool)
+    report: dict[str, Any] = {
+        "available": True,
+        "flagged": int(flagged.sum()),
+        "not_dermoscopy": names.count(NOT_DERMOSCOPY),
+        "poor_quality": names.count(POOR_QUALITY),
+        "flagged_images": [
+            {"path": str(path), "verdict": v.verdict, "reason": v.reason}
+            for path, v in zip(table["path"], verdicts, strict=True) if v and v.flagged
+        ],
+        "results_without_flagged": None,
+    }
+    if flagged.any() and (~flagged).any():
+        report["results_without_flagged"] = {
+            name: classification_metrics(
+                labels[~flagged], values[~flagged], classes,
+                positive_class="melanoma" if space == "isic9" else "mel",
+                alert_threshold=alert_threshold, samples=samples,
+            )
+            for name, values in probabilities.items()
+        }
+    return report
 
 
 def select_split(manifest: Manifest, split: str | None) -> pd.DataFrame:

@@ -62,6 +62,26 @@ def print_summary(report: dict[str, Any], console: Console) -> None:
         console.print(f"[dim]{report['mapping_note']}[/]", highlight=False)
     if data["skipped"]:
         console.print(f"[yellow]{len(data['skipped'])} file(s) skipped[/] (see report.json)")
+    _print_gate(report.get("gate") or {}, data["scored"], console)
+
+
+def _print_gate(gate: dict[str, Any], scored: int, console: Console) -> None:
+    if not gate.get("available"):
+        console.print("[dim]This model has no dermoscopy gate.[/]", highlight=False)
+        return
+    console.print(f"Dermoscopy gate: {gate['flagged']} of {scored} images flagged "
+                  f"({gate['not_dermoscopy']} not dermoscopy, {gate['poor_quality']} poor "
+                  "quality); the figures above include them.", highlight=False)
+    without = gate.get("results_without_flagged")
+    if not without:
+        return
+    table = Table(title=f"Without the {gate['flagged']} flagged images, 95% CI")
+    table.add_column("figure")
+    for name in without:
+        table.add_column(name, justify="right")
+    for label, key in HEADLINES:
+        table.add_row(label, *(format_estimate(_get(m, key)) for m in without.values()))
+    console.print(table)
 
 
 def _plain(value: float | None) -> str:

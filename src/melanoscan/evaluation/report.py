@@ -150,6 +150,24 @@ def _headline(results: dict[str, dict[str, Any]]) -> str:
     return f"<h2>Headline figures</h2><table><tr><th></th>{head}</tr>{body}</table>"
 
 
+def _gate(gate: dict[str, Any], scored: int | None) -> str:
+    if not gate.get("available"):
+        return "<h2>Dermoscopy gate</h2><p>This model has no dermoscopy gate.</p>"
+    text = (f"<h2>Dermoscopy gate</h2><p>{gate['flagged']} of {_esc(scored)} scored images "
+            f"flagged: {gate['not_dermoscopy']} not dermoscopy, {gate['poor_quality']} poor "
+            "quality. The figures above include them; below, without them.</p>")
+    listed = "".join(f"<tr><td>{_esc(f['path'])}</td><td>{_esc(f['verdict'])}</td>"
+                     f"<td>{_esc(f['reason'])}</td></tr>"
+                     for f in gate.get("flagged_images", [])[:LISTED_SKIPPED])
+    if listed:
+        text += f"<table><tr><th>path</th><th>verdict</th><th>reason</th></tr>{listed}</table>"
+    without = gate.get("results_without_flagged")
+    if without:
+        text += _headline(without).replace("<h2>Headline figures</h2>",
+                                           "<h3>Without the flagged images</h3>")
+    return text
+
+
 def _per_class(metrics: dict[str, Any]) -> str:
     columns = ("precision", "recall", "f1", "auc")
     body = "".join(
@@ -214,6 +232,7 @@ def write_html_report(report: dict[str, Any], out_dir: Path, images: Sequence[Pa
         + _overlap_warning(data.get("training_overlap") or {})
         + _summary(report)
         + _headline(results)
+        + _gate(report.get("gate") or {}, data.get("scored"))
         + (_per_class(results["plain"]) if "plain" in results else "")
         + _figures(images, out_dir)
         + _skipped(data.get("skipped", []))

@@ -1,4 +1,8 @@
-"""ONNX export of a bundle: the same weights for onnxruntime, checked against torch."""
+"""ONNX export of a bundle: the same weights for onnxruntime, checked against torch.
+
+The ONNX model has two outputs: ``logits`` and ``features`` (the globally pooled last feature
+map, which the dermoscopy gate reads).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from melanoscan.bundle import ONNX_FILE, load_bundle, write_metadata
+from melanoscan.models.features import LogitsAndFeatures
 
 __all__ = ["OPSET", "export_onnx"]
 
@@ -19,8 +24,8 @@ OPSET = 17
 def export_onnx(bundle_dir: Path, output_dir: Path | None = None) -> Path:
     """Write ``model.onnx`` (dynamic batch) next to a copy of the bundle; return the bundle dir.
 
-    The export is checked before it is recorded: onnxruntime and torch logits on a random batch
-    must agree to 1e-4.
+    The export is checked before it is recorded: onnxruntime and torch logits and features on a
+    random batch must agree to 1e-4.
 
     Args:
         bundle_dir: the bundle to export.
@@ -44,20 +49,26 @@ def export_onnx(bundle_dir: Path, output_dir: Path | None = None) -> Path:
         # onnxscript package; this one exports our models exactly (parity checked below).
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         torch.onnx.export(
-            bundle.model, (example,), str(onnx_path), input_names=["input"],
-            output_names=["logits"], opset_version=OPSET, dynamo=False,
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            LogitsAndFeatures(bundle.model), (example,), str(onnx_path), input_names=["input"],
+            output_names=["logits", "features"], opset_version=OPSET, dynamo=False,
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"},
+                          "features": {0: "batch"}},
         )
     inputs = np.random.default_rng(0).normal(size=(3, 3, size, size)).astype(np.float32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    difference = float(np.abs(session.run(None, {"input": inputs})[0]
-                              - bundle.logits(inputs)).max())
-    if difference > 1e-4:
+    onnx_logits, onnx_features = session.run(["logits", "features"], {"input": inputs})
+    torch_logits, torch_features = bundle.logits_and_features(inputs)
+    difference = float(np.abs(onnx_logits - torch_logits).max())
+    feature_difference = float(np.abs(onnx_features - torch_features).max())
+    if max(difference, feature_difference) > 1e-4:
         onnx_path.unlink()
-        raise RuntimeError(f"ONNX export disagrees with torch (max logit difference {difference})")
+        raise RuntimeError(f"ONNX export disagrees with torch (max logit difference "
+                           f"{difference}, max feature difference {feature_difference})")
     bundle.metadata.exports["onnx"] = {
         "file": ONNX_FILE, "opset": OPSET, "input": "input", "output": "logits",
+        "outputs": ["logits", "features"],
         "max_abs_logit_difference_vs_torch": difference,
+        "max_abs_feature_difference_vs_torch": feature_difference,
         "exported": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     write_metadata(target, bundle.metadata)

@@ -1,13 +1,15 @@
 """Calibrated predictions with a melanoma alert, from a bundle, on torch or onnxruntime.
 
 Both backends get the same input: :class:`melanoscan.preprocess.Preprocessing` of the bundle.
+Every image also goes through the bundle's dermoscopy gate (:mod:`melanoscan.gate`): one that
+is not a dermoscopy image, or too poor to read, gets no melanoma alert.
 """
 
 from __future__ import annotations
 
 import glob
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,16 @@ import numpy as np
 from PIL import Image
 
 from melanoscan import taxonomy
-from melanoscan.bundle import ONNX_FILE, BundleMetadata, read_metadata, resolve_bundle_path
+from melanoscan.bundle import (
+    ONNX_FILE,
+    BundleError,
+    BundleMetadata,
+    read_metadata,
+    resolve_bundle_path,
+)
 from melanoscan.data.images import ImageDecodeError, decode, is_image_file
 from melanoscan.evaluation.calibration import softmax
+from melanoscan.gate import FLAGGED, UNCHECKED, VERDICT_LABELS, Gate, GateVerdict, load_gate
 from melanoscan.preprocess import Preprocessing
 
 __all__ = [
@@ -33,6 +42,8 @@ __all__ = [
 BACKENDS = ("auto", "onnx", "torch")
 DEFAULT_ALERT_THRESHOLD = 0.5
 ImageInput = str | Path | Image.Image | np.ndarray
+Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+"""Preprocessed inputs ``(N, 3, S, S)`` → logits and the gate's features (``None``: none)."""
 
 
 @dataclass(frozen=True)
@@ -41,11 +52,20 @@ class Prediction:
 
     Args:
         path: where the image came from (``None`` for in-memory images).
-        predicted_class: the most probable class.
+        predicted_class: the most probable class (also for a flagged image: read
+            :attr:`headline` and :attr:`gate` first).
         confidence: its calibrated probability.
         melanoma_probability: calibrated probability of melanoma.
-        melanoma_alert: ``melanoma_probability`` reaches the bundle's alert threshold.
+        melanoma_alert: ``melanoma_probability`` reaches the bundle's alert threshold and the
+            gate did not refuse the image.
         probabilities: calibrated probability of every class, in the model's class order.
+        gate: the dermoscopy gate's verdict: ``ok``, ``not_dermoscopy``, ``poor_quality``, or
+            ``unchecked`` when the bundle has no gate.
+        gate_score: distance from the dermoscopy the gate was fitted on, relative to its
+            threshold (above 1: not dermoscopy); ``None`` when not measured.
+        gate_reason: why the image was flagged (empty when ``ok``).
+        gate_overridden: flagged, but scored anyway because the gate was switched off
+            (``gate=False``, ``--no-gate``): the alert and class stand, marked.
     """
 
     path: str | None
@@ -54,9 +74,33 @@ class Prediction:
     melanoma_probability: float
     melanoma_alert: bool
     probabilities: dict[str, float]
+    gate: str = UNCHECKED
+    gate_score: float | None = None
+    gate_reason: str = ""
+    gate_overridden: bool = False
+
+    @property
+    def flagged(self) -> bool:
+        """The gate refused the image (whether or not it was scored anyway)."""
+        return self.gate in FLAGGED
+
+    @property
+    def headline(self) -> str:
+        """What a person must read first: the gate's refusal, "melanoma suspected" when the
+        alert fires (whatever the top class), else the predicted class."""
+        if self.flagged and not self.gate_overridden:
+            return VERDICT_LABELS[self.gate]
+        if self.melanoma_alert:
+            lead = "melanoma suspected"
+        else:
+            lead = taxonomy.DISPLAY_NAMES.get(self.predicted_class, self.predicted_class)
+        if self.gate_overridden:
+            lead += f" (gate off: {VERDICT_LABELS[self.gate]})"
+        return lead
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"path": self.path, "headline": self.headline,
+                **{k: v for k, v in asdict(self).items() if k != "path"}}
 
 
 @dataclass(frozen=True)
@@ -68,12 +112,19 @@ class SkippedInput:
 
 
 class Predictor:
-    """A bundle ready to predict: calibrated probabilities and the melanoma alert.
+    """A bundle ready to predict: calibrated probabilities, the melanoma alert and the gate.
+
+    A bundle without a gate (made before melanoscan had one) loads with a warning; its
+    predictions say ``gate="unchecked"``.
 
     Args:
         bundle: bundle directory (``None``: the model shipped in the package).
         backend: ``onnx`` (onnxruntime, no torch), ``torch``, or ``auto`` (ONNX when the
             bundle has an export and onnxruntime is installed).
+
+    Raises:
+        BundleError: ``backend="onnx"`` with a gate, but the ONNX export predates it (it has no
+            ``features`` output): run ``melanoscan export`` again.
     """
 
     def __init__(self, bundle: Path | str | None = None, backend: str = "auto") -> None:
@@ -93,11 +144,30 @@ class Predictor:
             )
         self.alert_threshold = float(DEFAULT_ALERT_THRESHOLD if threshold is None else threshold)
         self._melanoma = self.classes.index(taxonomy.MELANOMA)
+        self.gate: Gate | None = load_gate(self.path, self.metadata)
+        if self.gate is None:
+            warnings.warn(
+                f"{self.path} has no dermoscopy gate: every image is scored as is (gate "
+                f"'unchecked'); fit one with: melanoscan calibrate --model {self.path} "
+                "--gate-only --data TRAINING_DATA",
+                stacklevel=2,
+            )
         onnx_path = self.path / self.metadata.exports.get("onnx", {}).get("file", ONNX_FILE)
+        requested = backend
         if backend == "auto":
             backend = "onnx" if onnx_path.is_file() and _has_onnxruntime() else "torch"
+        run: Runner | None = None
+        if backend == "onnx":
+            run, has_features = _onnx_runner(onnx_path)
+            if self.gate is not None and not has_features:
+                message = (f"{onnx_path} was exported before the dermoscopy gate (it has no "
+                           f"'features' output); run: melanoscan export --model {self.path}")
+                if requested == "onnx":
+                    raise BundleError(message)
+                warnings.warn(f"{message}. Using torch meanwhile.", stacklevel=2)
+                backend, run = "torch", None
         self.backend = backend
-        self._run = _onnx_runner(onnx_path) if backend == "onnx" else _torch_runner(self.path)
+        self._run: Runner = run if run is not None else _torch_runner(self.path)
 
     @property
     def name(self) -> str:
@@ -109,10 +179,18 @@ class Predictor:
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         """Raw logits for preprocessed inputs ``(N, 3, S, S)``."""
-        return self._run(np.ascontiguousarray(inputs, dtype=np.float32))
+        return self._run(np.ascontiguousarray(inputs, dtype=np.float32))[0]
 
-    def predict(self, images: Iterable[ImageInput], batch_size: int = 32) -> list[Prediction]:
+    def predict(
+        self, images: Iterable[ImageInput], batch_size: int = 32, gate: bool = True
+    ) -> list[Prediction]:
         """Predict paths, PIL images or ``uint8`` RGB arrays.
+
+        Args:
+            images: the inputs.
+            batch_size: images per forward pass.
+            gate: withhold the alert from images the gate flags; ``False`` scores them anyway
+                (their verdict is still given, with ``gate_overridden=True``).
 
         Raises:
             ImageDecodeError: an input cannot be read (use :meth:`predict_files` to skip them).
@@ -121,13 +199,17 @@ class Predictor:
         for chunk in _chunks(list(images), batch_size):
             decoded = [_to_image(item) for item in chunk]
             names = [str(item) if isinstance(item, str | Path) else None for item in chunk]
-            results.extend(self._predict_batch(names, decoded))
+            results.extend(self._predict_batch(names, decoded, gate))
         return results
 
     def predict_files(
-        self, paths: Sequence[Path], batch_size: int = 32, progress: Any = None
+        self, paths: Sequence[Path], batch_size: int = 32, progress: Any = None,
+        gate: bool = True,
     ) -> tuple[list[Prediction], list[SkippedInput]]:
-        """Predict image files; unreadable ones are returned as skipped, the rest complete."""
+        """Predict image files; unreadable ones are returned as skipped, the rest complete.
+
+        ``gate`` as in :meth:`predict`.
+        """
         predictions: list[Prediction] = []
         skipped: list[SkippedInput] = []
         for chunk in _chunks(list(paths), batch_size):
@@ -138,7 +220,7 @@ class Predictor:
                     names.append(str(path))
                 except ImageDecodeError as exc:
                     skipped.append(SkippedInput(str(path), exc.reason))
-            predictions.extend(self._predict_batch(names, images))
+            predictions.extend(self._predict_batch(names, images, gate))
             if progress is not None:
                 progress(len(chunk))
         return predictions, skipped
@@ -149,22 +231,33 @@ class Predictor:
         return softmax(self.logits(inputs), self.temperature)
 
     def _predict_batch(
-        self, names: list[str | None], images: list[Image.Image]
+        self, names: list[str | None], images: list[Image.Image], gate: bool
     ) -> list[Prediction]:
         if not images:
             return []
-        probabilities = self.probabilities(images)
+        pixels = np.stack([self.preprocessing.resize(image) for image in images])
+        logits, features = self._run(self.preprocessing.normalise(pixels))
+        probabilities = softmax(logits, self.temperature)
+        if self.gate is None:
+            verdicts = [GateVerdict(UNCHECKED, None, "")] * len(images)
+        else:
+            verdicts = self.gate.assess(pixels, [image.size for image in images], features)
         results = []
-        for name, row in zip(names, probabilities, strict=True):
+        for name, row, verdict in zip(names, probabilities, verdicts, strict=True):
             best = int(row.argmax())
             melanoma = float(row[self._melanoma])
+            refused = verdict.flagged and gate
             results.append(Prediction(
                 path=name,
                 predicted_class=self.classes[best],
                 confidence=float(row[best]),
                 melanoma_probability=melanoma,
-                melanoma_alert=melanoma >= self.alert_threshold,
+                melanoma_alert=melanoma >= self.alert_threshold and not refused,
                 probabilities={c: float(p) for c, p in zip(self.classes, row, strict=True)},
+                gate=verdict.verdict,
+                gate_score=verdict.score,
+                gate_reason=verdict.reason,
+                gate_overridden=verdict.flagged and not gate,
             ))
         return results
 
@@ -218,15 +311,26 @@ def _has_onnxruntime() -> bool:
     return True
 
 
-def _onnx_runner(path: Path) -> Any:
+def _onnx_runner(path: Path) -> tuple[Runner, bool]:
+    """The session as a runner, and whether it has the ``features`` output the gate reads."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     input_name = session.get_inputs()[0].name
-    return lambda inputs: session.run(None, {input_name: inputs})[0]
+    outputs = [o.name for o in session.get_outputs()]
+    if "features" not in outputs:
+        first = outputs[0]
+        return (lambda inputs: (session.run([first], {input_name: inputs})[0], None)), False
+    names = ["logits" if "logits" in outputs else outputs[0], "features"]
+
+    def run(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        logits, features = session.run(names, {input_name: inputs})
+        return logits, features
+
+    return run, True
 
 
-def _torch_runner(path: Path) -> Any:
+def _torch_runner(path: Path) -> Runner:
     from melanoscan.bundle import load_bundle
 
-    return load_bundle(path).logits
+    return load_bundle(path).logits_and_features

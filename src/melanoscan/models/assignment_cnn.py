@@ -66,9 +66,11 @@ class AssignmentCNN(nn.Module):
     Attributes:
         feature_layer: name of the submodule whose output is :meth:`features` (the last conv
             block, after its pooling), for Grad-CAM hooks via ``get_submodule``.
+        gate_layers: names of the submodules whose pooled outputs the dermoscopy gate reads.
     """
 
     feature_layer: str = "convs.2"
+    gate_layers: tuple[str, ...] = ("convs.0", "convs.1", "convs.2")
     filters: tuple[int, ...] = (16, 32, 64)
     hidden_units: int = 128
 
@@ -118,7 +120,11 @@ class AssignmentCNN(nn.Module):
         features: Tensor = self.convs(self.rescale(x))
         return features
 
+    def forward_head(self, features: Tensor) -> Tensor:
+        """Logits ``(N, num_classes)`` from the output of :meth:`features`."""
+        logits: Tensor = self.classifier(features)
+        return logits
+
     def forward(self, x: Tensor) -> Tensor:
         """Map ``(N, C, H, W)`` images in ``0..255`` to logits of shape ``(N, num_classes)``."""
-        logits: Tensor = self.classifier(self.features(x))
-        return logits
+        return self.forward_head(self.features(x))

@@ -222,6 +222,8 @@ class EfficientNetLite(nn.Module):
         feature_layer: name of the submodule whose output is :meth:`features` (the last conv
             feature map after its activation), for Grad-CAM hooks via ``get_submodule``.
         num_features: channels of that feature map.
+        gate_layers: names of the submodules whose pooled outputs the dermoscopy gate reads
+            (the last block of every stage: texture and colour statistics at every scale).
     """
 
     feature_layer: str = "head"
@@ -246,6 +248,7 @@ class EfficientNetLite(nn.Module):
 
         # (in, out, kernel, stride, expand) per block; stem and head stages keep their repeats.
         layout: list[tuple[int, int, int, int, int]] = []
+        stage_ends: list[int] = []
         for i, (repeats, kernel, stride, expand, c_in, c_out) in enumerate(_STAGES):
             is_end = i in (0, len(_STAGES) - 1)
             in_ch = _STEM_CHANNELS if i == 0 else _round_filters(c_in, spec.width)
@@ -253,6 +256,8 @@ class EfficientNetLite(nn.Module):
             n = repeats if is_end else _round_repeats(repeats, spec.depth)
             layout.append((in_ch, out_ch, kernel, stride, expand))
             layout += [(out_ch, out_ch, kernel, 1, expand)] * (n - 1)
+            stage_ends.append(len(layout) - 1)
+        self.gate_layers: tuple[str, ...] = tuple(f"blocks.{i}" for i in stage_ends)
         self.blocks = nn.Sequential(
             *(
                 MBConvBlock(c_in, c_out, k, s, e, drop_connect_rate * idx / len(layout))
@@ -283,8 +288,12 @@ class EfficientNetLite(nn.Module):
         features: Tensor = self.head(self.blocks(self.stem(x)))
         return features
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Return logits of shape ``(N, num_classes)``."""
-        pooled = self.pool(self.features(x)).flatten(1)
+    def forward_head(self, features: Tensor) -> Tensor:
+        """Logits ``(N, num_classes)`` from the output of :meth:`features`."""
+        pooled = self.pool(features).flatten(1)
         logits: Tensor = self.classifier(self.dropout(pooled))
         return logits
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return logits of shape ``(N, num_classes)``."""
+        return self.forward_head(self.features(x))

@@ -79,6 +79,7 @@ class _Service:
             "image_size": predictor.preprocessing.image_size,
             "alert_threshold": predictor.alert_threshold,
             "calibration": metadata.calibration,
+            "gate": metadata.gate or None,
             "metrics": {"validation": metadata.validation_metrics, "test": metadata.test_metrics},
             "limits": {
                 "max_file_bytes": self.limits.max_file_bytes,
@@ -90,11 +91,13 @@ class _Service:
         }
 
     def predict(
-        self, uploads: list[tuple[str, bytes]], gradcam: bool, gradcam_class: str | None
+        self, uploads: list[tuple[str, bytes]], gradcam: bool, gradcam_class: str | None,
+        gate: bool = True,
     ) -> dict[str, Any]:
         """Decode and predict every upload; refused files are listed under ``skipped``.
 
         Each entry carries ``index``, its position in the request, as file names may repeat.
+        Images the dermoscopy gate refuses get no Grad-CAM (there is no class to explain).
         """
         kept, images, skipped = [], [], []
         for index, (filename, data) in enumerate(uploads):
@@ -108,11 +111,11 @@ class _Service:
             if len(skipped) > 1:
                 first.message = f"{first.message} (and {len(skipped) - 1} other file(s) refused)"
             raise first
-        predictions = self.predictor.predict(images)
+        predictions = self.predictor.predict(images, gate=gate)
         results = []
         for (index, name), image, prediction in zip(kept, images, predictions, strict=True):
             result = {"index": index, **prediction.to_dict(), "path": name}
-            if gradcam:
+            if gradcam and not (prediction.flagged and not prediction.gate_overridden):
                 result["gradcam"] = self._gradcam(image, prediction, gradcam_class)
             results.append(result)
         return {
@@ -193,11 +196,17 @@ def create_app(predictor: Predictor, limits: ServeLimits | None = None) -> FastA
         gradcam_class: Annotated[
             str | None, Query(description="Class to explain (default: the predicted class).")
         ] = None,
+        gate: Annotated[
+            bool,
+            Query(description="false: score images the dermoscopy gate flags anyway (marked)."),
+        ] = True,
     ) -> dict[str, Any]:
         """Predict one or several images: the same fields as ``melanoscan predict --format json``.
 
         Files that are refused (not an image, truncated, too big) are listed under ``skipped``
-        while the others are predicted; when every file is refused the answer is a 4xx.
+        while the others are predicted; when every file is refused the answer is a 4xx. An image
+        the dermoscopy gate flags (not dermoscopy, poor quality) is answered with 200, its
+        ``headline`` and ``gate_reason`` say why, and it gets no melanoma alert.
         """
         if len(images) > service.limits.max_images:
             raise UploadError(
@@ -213,7 +222,7 @@ def create_app(predictor: Predictor, limits: ServeLimits | None = None) -> FastA
         def work() -> dict[str, Any]:
             uploads = [(upload.filename or f"image {i + 1}", _read(upload, service.limits))
                        for i, upload in enumerate(images)]
-            return service.predict(uploads, gradcam, gradcam_class)
+            return service.predict(uploads, gradcam, gradcam_class, gate)
 
         return await service.limited(work)
 

@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from melanoscan import taxonomy
 from melanoscan.bundle import BundleMetadata, save_bundle
 from melanoscan.data.dataset import inverse_frequency_weights
+from melanoscan.evaluation.gate_fit import fit_training_gate
 from melanoscan.models.factory import create_model, get_model_spec
 from melanoscan.preprocess import Preprocessing
 from melanoscan.training.callbacks import EpochRecorder
@@ -182,6 +183,7 @@ def _finish(
     )
     bundle_dir = _write_bundle(run_dir, config, preprocessing, prepared, module, metrics,
                                calibration)
+    fit_training_gate(bundle_dir, prepared.table, run_dir.name, show_progress=False)
     return TrainResult(run_dir, bundle_dir, metrics, prepared.warnings)
 
 

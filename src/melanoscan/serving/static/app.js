@@ -57,6 +57,24 @@ function probabilityBars(probabilities, predicted) {
   return list;
 }
 
+const VERDICTS = { not_dermoscopy: "Not a dermoscopy image", poor_quality: "Image too poor to read" };
+const refusedByGate = (result) => result.gate in VERDICTS && !result.gate_overridden;
+
+function gateCard(card, result) {
+  // The gate refused the image: say why, show it, and give no class and no alert.
+  card.classList.add("flagged");
+  card.append(
+    el("div", { class: "verdict-banner", role: "status",
+      text: `${VERDICTS[result.gate]}: ${result.gate_reason}. Not analysed: no class and no ` +
+        "melanoma alert. Send a dermoscopy image of the lesion." }),
+    el("h2", { text: result.path }),
+    el("p", { class: "headline", text: result.headline }),
+    el("div", { class: "images" },
+      el("figure", {}, el("img", { src: result.objectUrl, alt: `Image ${result.path}` }),
+        el("figcaption", { text: "Image" }))));
+  return card;
+}
+
 function resultCard(result) {
   const card = el("li", { class: "card", "data-filename": result.path });
   if (result.error) {
@@ -64,6 +82,13 @@ function resultCard(result) {
     card.append(el("h2", { text: result.path }),
       el("p", { class: "error", text: `Not analysed: ${result.error}` }));
     return card;
+  }
+  if (refusedByGate(result)) return gateCard(card, result);
+  if (result.gate_overridden) {
+    card.classList.add("overridden");
+    card.append(el("div", { class: "gate-warning", role: "note",
+      text: `Gate off: ${VERDICTS[result.gate].toLowerCase()} (${result.gate_reason}); ` +
+        "scored anyway, do not rely on it." }));
   }
   if (result.melanoma_alert) {
     card.classList.add("alert");
@@ -83,7 +108,9 @@ function resultCard(result) {
   }
   card.append(
     el("h2", { text: result.path }),
+    el("p", { class: "headline", text: result.headline }),
     el("p", { class: "summary" },
+      el("span", { text: "top class " }),
       el("span", { class: "predicted-class", text: label(result.predicted_class) }),
       el("span", { text: ` (${percent(result.confidence)}) · melanoma ` }),
       el("span", { class: "melanoma-probability", text: percent(result.melanoma_probability) })),
@@ -95,8 +122,9 @@ function resultCard(result) {
 function render() {
   const list = document.getElementById("results");
   list.replaceChildren();
-  const ranked = [...state.results].sort((a, b) =>
-    (b.melanoma_probability ?? -1) - (a.melanoma_probability ?? -1));
+  // Read images by melanoma probability, then those the gate refused, then failed uploads.
+  const rank = (r) => (r.error ? -3 : refusedByGate(r) ? -2 : r.melanoma_probability);
+  const ranked = [...state.results].sort((a, b) => rank(b) - rank(a));
   for (const result of ranked) list.append(resultCard(result));
 }
 
@@ -121,8 +149,9 @@ async function analyse(files) {
         .map((p) => ({ ...p, objectUrl: URL.createObjectURL(files[p.index]) }))
         .concat(body.skipped.map((s) => ({ path: s.path, error: s.reason })));
       const alerts = body.predictions.filter((p) => p.melanoma_alert).length;
-      status.textContent = `${body.predictions.length} image(s) analysed, ${alerts} melanoma ` +
-        `alert(s), ${body.skipped.length} refused.`;
+      const flagged = body.predictions.filter(refusedByGate).length;
+      status.textContent = `${body.predictions.length - flagged} image(s) analysed, ${alerts} ` +
+        `melanoma alert(s), ${flagged} not analysed by the gate, ${body.skipped.length} refused.`;
       status.className = "status done";
     }
   } catch (error) {

@@ -1,0 +1,162 @@
+"""Fitting the dermoscopy gate of a bundle: at the end of training, or with ``calibrate``.
+
+The gate is fitted on the model's training images and its threshold set on held-out dermoscopy
+(the validation split): no negative example is used, so every non-dermoscopy image stays test
+data. Images are capped (source-balanced samples) so that fitting costs about a minute on two
+CPU cores.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from melanoscan.bundle import Bundle, load_bundle, write_metadata
+from melanoscan.data.manifest import scan
+from melanoscan.data.sources import read_sources
+from melanoscan.evaluation.evaluate import EvaluationError, select_split
+from melanoscan.evaluation.inference import predict_outputs
+from melanoscan.gate import Gate, QualityLimits, fit_statistics, save_gate
+
+__all__ = [
+    "MAX_FIT_IMAGES",
+    "MAX_THRESHOLD_IMAGES",
+    "MIN_FIT_IMAGES",
+    "MIN_THRESHOLD_IMAGES",
+    "fit_gate",
+    "fit_training_gate",
+    "refit_gate",
+]
+
+MAX_FIT_IMAGES = 1500
+MAX_THRESHOLD_IMAGES = 1000
+MIN_FIT_IMAGES = 100
+MIN_THRESHOLD_IMAGES = 30
+
+
+def fit_gate(
+    bundle_dir: Path,
+    fit_images: pd.DataFrame,
+    threshold_images: pd.DataFrame,
+    *,
+    fitted_on: str = "",
+    max_fit: int = MAX_FIT_IMAGES,
+    max_threshold: int = MAX_THRESHOLD_IMAGES,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> Gate:
+    """Fit the gate of the bundle at ``bundle_dir`` and write it into the bundle.
+
+    Args:
+        bundle_dir: the bundle (its ``gate.npz`` and the ``gate`` block of bundle.json are
+            replaced, each atomically).
+        fit_images: dermoscopy images the statistics are fitted on (the training images):
+            ``path``, and optionally ``source``, ``width``, ``height``.
+        threshold_images: other dermoscopy images (the validation split) the threshold is set
+            on.
+        fitted_on: a description of the data, recorded in the bundle.
+        max_fit: at most this many fitting images (a sample balanced over ``source``).
+        max_threshold: at most this many threshold images.
+        seed: the sampling seed.
+        show_progress: progress bars.
+
+    Raises:
+        ValueError: too few readable images.
+    """
+    bundle = load_bundle(bundle_dir)
+    fit = _sample(fit_images, max_fit, seed)
+    held_out = _sample(threshold_images, max_threshold, seed)
+    fit_features = _features(bundle, fit, show_progress)
+    held_features = _features(bundle, held_out, show_progress)
+    quality = QualityLimits(min_side=max(32, bundle.preprocessing.image_size // 2))
+    gate = fit_statistics(fit_features, held_features, quality=quality,
+                          info={"fitted_on": fitted_on})
+    save_gate(bundle.path, gate, bundle.metadata)
+    write_metadata(bundle.path, bundle.metadata)
+    return gate
+
+
+def fit_training_gate(
+    bundle_dir: Path, table: pd.DataFrame, run_name: str, show_progress: bool = True
+) -> Gate | None:
+    """The gate of a freshly trained bundle: train split fits, val split sets the threshold.
+
+    Never stops a finished run: with too few images, or on any error, the bundle is left
+    without a gate and a warning says why.
+    """
+    original = table[table.get("augmented_from", pd.Series(index=table.index)).isna()]
+    train = original[original["split"] == "train"]
+    val = original[original["split"] == "val"]
+    if len(train) < MIN_FIT_IMAGES or len(val) < MIN_THRESHOLD_IMAGES:
+        warnings.warn(
+            f"{len(train)} training and {len(val)} validation images: too few to fit the "
+            f"dermoscopy gate (needs {MIN_FIT_IMAGES} and {MIN_THRESHOLD_IMAGES}); the bundle "
+            "has none", stacklevel=2)
+        return None
+    try:
+        return fit_gate(bundle_dir, train, val, show_progress=show_progress,
+                        fitted_on=f"training split (fit) and validation split (threshold) of "
+                                  f"training run {run_name}")
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"the dermoscopy gate could not be fitted ({exc}); the bundle has none",
+                      stacklevel=2)
+        return None
+
+
+def refit_gate(
+    bundle: Bundle, data: Sequence[Path], *, split: str | None = None, show_progress: bool = True
+) -> Gate:
+    """Refit a bundle's gate from the data it was trained on (``calibrate --gate-only``).
+
+    The images of ``data`` that the bundle trained on (its ``train`` split, by content) fit the
+    statistics; its validation images set the threshold (when ``data`` holds fewer than
+    :data:`MIN_THRESHOLD_IMAGES` of them, every other image of ``data`` does). Test images are
+    thus left alone when the bundle has a validation split.
+
+    Raises:
+        EvaluationError: too few of either among ``data``.
+    """
+    table = select_split(scan(read_sources(data), show_progress=show_progress), split)
+    trained = bundle.training_images()
+    in_train = table["content_hash"].isin(set(trained.loc[trained["split"] == "train",
+                                                          "content_hash"]))
+    in_val = table["content_hash"].isin(set(trained.loc[trained["split"] == "val",
+                                                        "content_hash"])) & ~in_train
+    fit = table[in_train]
+    held_out = table[in_val] if in_val.sum() >= MIN_THRESHOLD_IMAGES else table[~in_train]
+    if len(fit) < MIN_FIT_IMAGES or len(held_out) < MIN_THRESHOLD_IMAGES:
+        raise EvaluationError(
+            f"the gate is fitted on the model's training images and thresholded on other "
+            f"dermoscopy: {len(fit)} training and {len(held_out)} other images found (needs "
+            f"{MIN_FIT_IMAGES} and {MIN_THRESHOLD_IMAGES}); pass the data it was trained on")
+    where = ", ".join(str(d) for d in data) + (f" (split {split})" if split else "")
+    try:
+        return fit_gate(bundle.path, fit, held_out, show_progress=show_progress,
+                        fitted_on=f"{where}: the model's training images (fit) and the others "
+                                  "(threshold)")
+    except ValueError as exc:
+        raise EvaluationError(str(exc)) from None
+
+
+def _sample(table: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
+    """At most ``limit`` random rows, as many from each source as it has, up to an equal share."""
+    if len(table) <= limit:
+        return table
+    shuffled = table.sample(frac=1.0, random_state=seed)
+    if "source" not in shuffled.columns:
+        return shuffled.head(limit)
+    turn = shuffled.groupby("source", dropna=False).cumcount()
+    return shuffled.iloc[np.argsort(turn.to_numpy(), kind="stable")[:limit]]
+
+
+def _features(bundle: Bundle, table: pd.DataFrame, show_progress: bool) -> np.ndarray:
+    outputs = predict_outputs(bundle, table.reset_index(drop=True), features=True,
+                              show_progress=show_progress)
+    features = outputs.features
+    if features is None:
+        raise ValueError("no readable image to fit the gate on")
+    return features[~np.isnan(features).any(axis=1)]

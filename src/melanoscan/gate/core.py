@@ -1,0 +1,280 @@
+"""The gate itself: fitted statistics, the verdict per image, and its place in a bundle.
+
+A gate holds the mean, scale and principal axes of the model's own gate features
+(:class:`melanoscan.models.features.LogitsAndFeatures`) over dermoscopy training images, and a
+distance threshold set on held-out dermoscopy. An image is ``not_dermoscopy`` when its distance
+exceeds the threshold or it has no colour, ``poor_quality`` when :class:`QualityLimits` refuses
+it, else ``ok``. No negative example is needed to fit it. Method and limits: docs/GATE.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from melanoscan.bundle import WEIGHTS_FILE, BundleMetadata, atomic_write
+from melanoscan.gate.quality import QualityLimits, measure_quality
+
+__all__ = [
+    "FLAGGED",
+    "GATE_FILE",
+    "NOT_DERMOSCOPY",
+    "OK",
+    "POOR_QUALITY",
+    "UNCHECKED",
+    "VERDICTS",
+    "VERDICT_LABELS",
+    "Gate",
+    "GateVerdict",
+    "fit_statistics",
+    "load_gate",
+    "save_gate",
+]
+
+GATE_FILE = "gate.npz"
+METHOD = "pca-mahalanobis+residual"
+OK, NOT_DERMOSCOPY, POOR_QUALITY, UNCHECKED = "ok", "not_dermoscopy", "poor_quality", "unchecked"
+VERDICTS = (OK, NOT_DERMOSCOPY, POOR_QUALITY, UNCHECKED)
+FLAGGED = (NOT_DERMOSCOPY, POOR_QUALITY)
+VERDICT_LABELS = {OK: "ok", NOT_DERMOSCOPY: "not dermoscopy", POOR_QUALITY: "poor quality",
+                  UNCHECKED: "unchecked"}
+
+DEFAULT_COMPONENTS = 64
+DEFAULT_QUANTILE = 0.995
+DEFAULT_MARGIN = 1.5
+"""The threshold is the held-out images' :data:`DEFAULT_QUANTILE` distance times this margin:
+dermoscopy from other archives and devices lies further out than the model's own validation
+images (measured in docs/GATE.md), and refusing a real lesion is the costlier mistake."""
+MIN_COLOURFULNESS = 0.03
+"""Below this mean saturation an image is greyscale: no dermoscopy image is (lowest seen 0.044)."""
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    """The gate's answer for one image.
+
+    Args:
+        verdict: one of :data:`VERDICTS`.
+        score: distance from the fitted dermoscopy relative to the threshold (above 1: not
+            dermoscopy); ``None`` when not measured.
+        reason: why the image was flagged, for a person; empty when ``ok``.
+    """
+
+    verdict: str
+    score: float | None
+    reason: str
+
+    @property
+    def flagged(self) -> bool:
+        return self.verdict in FLAGGED
+
+
+@dataclass
+class Gate:
+    """Fitted gate statistics.
+
+    Args:
+        mean: per-feature mean over the fitting images ``(D,)``.
+        scale: per-feature standard deviation ``(D,)``.
+        axes: orthonormal principal axes of the standardised features ``(D, K)``.
+        variances: variance along each axis ``(K,)``.
+        residual_variance: mean variance left outside the axes (per dimension).
+        threshold: squared distance above which an image is not dermoscopy.
+        quality: the image-quality limits.
+        min_colourfulness: mean saturation below which an image is greyscale.
+        info: what it was fitted on and how (stored in the bundle metadata).
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    axes: np.ndarray
+    variances: np.ndarray
+    residual_variance: float
+    threshold: float
+    quality: QualityLimits = field(default_factory=QualityLimits)
+    min_colourfulness: float = MIN_COLOURFULNESS
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_size(self) -> int:
+        return int(self.mean.shape[0])
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distance within the principal axes plus the scaled residual."""
+        values = np.asarray(features, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != self.feature_size:
+            raise ValueError(f"the gate expects {self.feature_size} features per image, got "
+                             f"shape {values.shape}: it was fitted for another model; refit it")
+        z = (values - self.mean) / self.scale
+        projected = z @ self.axes
+        # The axes are orthonormal: what lies outside them is the rest of the squared norm.
+        residual = np.maximum((z**2).sum(axis=1) - (projected**2).sum(axis=1), 0.0)
+        return (projected**2 / self.variances).sum(axis=1) + residual / self.residual_variance
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """Distances relative to the threshold: above 1 is not dermoscopy."""
+        return self.distances(features) / self.threshold
+
+    def assess(
+        self, pixels: np.ndarray, sizes: Sequence[tuple[int, int]], features: np.ndarray
+    ) -> list[GateVerdict]:
+        """The verdict for each image.
+
+        Args:
+            pixels: ``uint8`` ``(N, S, S, 3)`` outputs of :meth:`Preprocessing.resize`.
+            sizes: ``(width, height)`` of each decoded image.
+            features: the model's gate features ``(N, D)`` for the same images.
+        """
+        scores = self.scores(features)
+        verdicts = []
+        for image, size, score in zip(pixels, sizes, scores, strict=True):
+            quality = measure_quality(image, size)
+            problem = self.quality.problem(quality)
+            if problem is not None:
+                verdicts.append(GateVerdict(POOR_QUALITY, float(score), problem))
+            elif quality.colourfulness < self.min_colourfulness:
+                verdicts.append(GateVerdict(
+                    NOT_DERMOSCOPY, float(score),
+                    f"a greyscale image (colourfulness {quality.colourfulness:.3f})"))
+            elif score > 1.0:
+                verdicts.append(GateVerdict(
+                    NOT_DERMOSCOPY, float(score),
+                    f"unlike the dermoscopy images this model knows (gate score {score:.2f}, "
+                    "limit 1)"))
+            else:
+                verdicts.append(GateVerdict(OK, float(score), ""))
+        return verdicts
+
+
+def fit_statistics(
+    fit_features: np.ndarray,
+    threshold_features: np.ndarray,
+    *,
+    quality: QualityLimits | None = None,
+    components: int = DEFAULT_COMPONENTS,
+    quantile: float = DEFAULT_QUANTILE,
+    margin: float = DEFAULT_MARGIN,
+    info: dict[str, Any] | None = None,
+) -> Gate:
+    """Fit the gate on dermoscopy features, and set its threshold on other dermoscopy.
+
+    Args:
+        fit_features: gate features of the fitting images (training images) ``(N, D)``.
+        threshold_features: those of held-out dermoscopy images (validation) ``(M, D)``.
+        quality: image-quality limits (default :class:`QualityLimits`).
+        components: principal axes kept (fewer when there are fewer images).
+        quantile: share of the held-out images that must pass before the margin.
+        margin: the threshold is the held-out ``quantile`` distance times this.
+        info: recorded with the gate (what the images were).
+
+    Raises:
+        ValueError: fewer than 10 images in either set.
+    """
+    x = np.asarray(fit_features, dtype=np.float64)
+    if len(x) < 10 or len(threshold_features) < 10:
+        raise ValueError(f"the gate needs at least 10 fitting and 10 held-out images, got "
+                         f"{len(x)} and {len(threshold_features)}")
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0) + 1e-6
+    _, singular, vt = np.linalg.svd((x - mean) / scale, full_matrices=False)
+    variances = singular**2 / (len(x) - 1)
+    k = max(1, min(components, len(variances) - 1))
+    rest = variances[k:]
+    residual_variance = float(rest.mean()) if rest.size and rest.mean() > 0 else 1.0
+    gate = Gate(mean=mean, scale=scale, axes=vt[:k].T.copy(),
+                variances=np.maximum(variances[:k], 1e-12), residual_variance=residual_variance,
+                threshold=1.0, quality=quality or QualityLimits())
+    held_out = gate.distances(threshold_features)
+    gate.threshold = float(np.quantile(held_out, quantile) * margin)
+    gate.info = {
+        **(info or {}),
+        "fit_images": len(x),
+        "threshold_images": len(held_out),
+        "components": k,
+        "quantile": quantile,
+        "margin": margin,
+        "held_out_flagged": float((held_out > gate.threshold).mean()),
+        "fitted": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    return gate
+
+
+def save_gate(directory: Path, gate: Gate, metadata: BundleMetadata) -> dict[str, Any]:
+    """Write ``gate.npz`` atomically and set ``metadata.gate`` (the caller writes bundle.json).
+
+    Returns the metadata block.
+    """
+    directory = Path(directory)
+    buffer = io.BytesIO()
+    np.savez(buffer, mean=gate.mean, scale=gate.scale, axes=gate.axes,
+             variances=gate.variances)
+    data = buffer.getvalue()
+    atomic_write(directory / GATE_FILE, lambda tmp: tmp.write_bytes(data))
+    block = {
+        "file": GATE_FILE,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "method": METHOD,
+        "feature_size": gate.feature_size,
+        "residual_variance": gate.residual_variance,
+        "threshold": gate.threshold,
+        "min_colourfulness": gate.min_colourfulness,
+        "quality": gate.quality.to_dict(),
+        "weights_sha256": _weights_hash(directory),
+        **gate.info,
+    }
+    metadata.gate = block
+    return block
+
+
+def load_gate(directory: Path, metadata: BundleMetadata) -> Gate | None:
+    """The bundle's gate; ``None`` when it has none, or (with a warning) a stale or broken one."""
+    block = metadata.gate
+    if not block:
+        return None
+    path = Path(directory) / block.get("file", GATE_FILE)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        warnings.warn(f"{path} cannot be read ({exc}); the dermoscopy gate is off", stacklevel=3)
+        return None
+    if hashlib.sha256(data).hexdigest() != block.get("sha256"):
+        warnings.warn(f"{path} does not match its record in bundle.json (interrupted write?); "
+                      "the dermoscopy gate is off: refit it", stacklevel=3)
+        return None
+    weights = block.get("weights_sha256")
+    if weights is not None and weights != _weights_hash(Path(directory)):
+        warnings.warn(f"{directory}: the dermoscopy gate was fitted for other weights; it is off "
+                      "until refitted (melanoscan calibrate --gate-only)", stacklevel=3)
+        return None
+    with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
+        return Gate(
+            mean=arrays["mean"], scale=arrays["scale"], axes=arrays["axes"],
+            variances=arrays["variances"], residual_variance=float(block["residual_variance"]),
+            threshold=float(block["threshold"]),
+            quality=QualityLimits.from_dict(block.get("quality", {})),
+            min_colourfulness=float(block.get("min_colourfulness", MIN_COLOURFULNESS)),
+            info={k: v for k, v in block.items() if k not in _STORED},
+        )
+
+
+_STORED = {"file", "sha256", "method", "feature_size", "residual_variance", "threshold",
+           "min_colourfulness", "quality", "weights_sha256"}
+
+
+def _weights_hash(directory: Path) -> str | None:
+    path = directory / WEIGHTS_FILE
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
