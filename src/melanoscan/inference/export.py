@@ -24,8 +24,8 @@ OPSET = 17
 def export_onnx(bundle_dir: Path, output_dir: Path | None = None) -> Path:
     """Write ``model.onnx`` (dynamic batch) next to a copy of the bundle; return the bundle dir.
 
-    The export is checked before it is recorded: onnxruntime and torch logits and features on a
-    random batch must agree to 1e-4.
+    Static SAME padding is folded into the graph, and the export is checked before it is
+    recorded: onnxruntime and torch logits and features on a random batch must agree to 1e-4.
 
     Args:
         bundle_dir: the bundle to export.
@@ -33,6 +33,8 @@ def export_onnx(bundle_dir: Path, output_dir: Path | None = None) -> Path:
     """
     import onnxruntime as ort
     import torch
+
+    from melanoscan.inference.onnx_graph import fold_static_padding
 
     bundle_dir = Path(bundle_dir)
     target = Path(output_dir) if output_dir is not None else bundle_dir
@@ -54,6 +56,9 @@ def export_onnx(bundle_dir: Path, output_dir: Path | None = None) -> Path:
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"},
                           "features": {0: "batch"}},
         )
+    # SAME padding computed at run time keeps onnxruntime from fusing it into the convolutions;
+    # folded to constants, fp32 inference runs about twice as fast. Checked below like the rest.
+    fold_static_padding(onnx_path, onnx_path)
     inputs = np.random.default_rng(0).normal(size=(3, 3, size, size)).astype(np.float32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     onnx_logits, onnx_features = session.run(["logits", "features"], {"input": inputs})
