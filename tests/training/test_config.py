@@ -154,3 +154,23 @@ def test_list_key_from_set() -> None:
         apply_overrides(TrainConfig(), dict([parse_override("augmentation.artefacts=[smudge]")]))
     with pytest.raises(ConfigError, match="precision must be one of"):
         apply_overrides(TrainConfig(), {"precision": "bf17"})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("balance:\n  epoch_samples: 0\n", "balance.epoch_samples must be a positive"),
+        ("balance:\n  strategy: weighted_loss\n  epoch_samples: 100\n",
+         "balance.epoch_samples needs balance.strategy: sampler"),
+    ],
+)
+def test_bad_epoch_samples_is_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("ablation/*.yaml")), ids=lambda p: p.name)
+def test_ablation_configs_load(path: Path) -> None:
+    assert load_config(path).balance.epoch_samples == 4000

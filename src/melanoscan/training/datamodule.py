@@ -79,8 +79,9 @@ class LesionDataModule(L.LightningDataModule):
         if self.config.balance.strategy == "sampler":
             weights = balanced_sample_weights(self.train_set.labels,
                                               self.config.balance.sampler_power)
+            samples = self.config.balance.epoch_samples or len(weights)
             sampler = WeightedRandomSampler(
-                weights.tolist(), num_samples=len(weights), replacement=True, generator=generator
+                weights.tolist(), num_samples=samples, replacement=True, generator=generator
             )
             return self._loader(self.train_set, sampler=sampler, drop_last=False)
         return self._loader(self.train_set, shuffle=True, generator=generator)
