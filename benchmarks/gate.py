@@ -41,7 +41,7 @@ DERMOSCOPY = {
     "isic9/Test": DATA / "isic9" / "Test",
     "isic2017": DATA / "isic2017",
 }
-KINDS = ("clinical", "everyday", "documents", "medical", "synthetic")
+KINDS = ("clinical", "clinical_no_watermark", "everyday", "documents", "medical", "synthetic")
 TARGET_REAL, TARGET_NEGATIVE, TARGET_DEGRADED, TARGET_COST = 0.02, 0.95, 0.90, 0.10
 
 
@@ -73,7 +73,7 @@ def main() -> None:
         "model": str(resolve_bundle_path(args.model)), "backend": predictor.backend,
         "gate": {k: predictor.metadata.gate.get(k) for k in (
             "method", "fitted_on", "fit_images", "threshold_images", "quantile", "margin",
-            "quality")},
+            "quality", "contrast_negatives", "contrast_fitted_on", "contrast_margin")},
         "limit": args.limit, "negative_split": args.split,
         "real": real, "negatives": negatives, "degraded": degraded,
     }
@@ -149,10 +149,14 @@ def _table(payload: dict[str, Any]) -> str:
     head = (f"Command: `{payload['command']}`  \nModel `{payload['model']}` "
             f"({payload['backend']}); gate `{gate['method']}` fitted on {gate['fitted_on']} "
             f"({gate['fit_images']} fit, {gate['threshold_images']} threshold images, quantile "
-            f"{gate['quantile']}, margin {gate['margin']}). Negatives: the "
-            f"`{payload['negative_split']}` split of `benchmarks/negatives.py`; the gate never "
-            "saw any of them." + (f" **Subset: at most {limit} images per set or kind.**"
-                                  if limit else ""))
+            f"{gate['quantile']}, margin {gate['margin']})"
+            + (f"; contrast score learnt against {gate['contrast_negatives']} images of "
+               f"`{gate['contrast_fitted_on']}` (margin {gate['contrast_margin']})"
+               if gate.get("contrast_negatives") else "; no contrast score")
+            + f". Negatives scored: the `{payload['negative_split']}` split of "
+            "`benchmarks/negatives.py`, never fitted on (the contrast score learns from the "
+            "`dev` split only)." + (f" **Subset: at most {limit} images per set or kind.**"
+                                    if limit else ""))
     real = "\n".join(
         f"| {name} | {r['images']} | {_pct(r['not_dermoscopy'])} | {_pct(r['poor_quality'])} "
         f"| {'yes' if (r['not_dermoscopy'] or 0) <= TARGET_REAL else 'no'} |"

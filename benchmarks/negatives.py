@@ -3,7 +3,10 @@
 Everything comes from what is on this machine; nothing is downloaded:
 
 * ``clinical``: the DermNet clinical photos of ``../shared/data/clinical_photos_dev``
-  (copyrighted: listed by path in the manifest, never copied, never committed);
+  (copyrighted: listed by path in the manifest, never committed);
+* ``clinical_no_watermark``: the same photos with the corner that holds the DermNet watermark
+  cut off (the left quarter and the bottom quarter), written under ``OUT``: a gate must refuse
+  these as well, or it has learnt the watermark;
 * ``everyday``: photos that ship inside installed packages (scikit-image's ``skimage.data``,
   scikit-learn's sample images, matplotlib's sample data), each whole and as 4 random crops;
 * ``documents``: text pages, code and spreadsheet screenshots, application windows and charts
@@ -15,15 +18,16 @@ Everything comes from what is on this machine; nothing is downloaded:
 * ``degraded``: real dermoscopy from ``isic2018_task3_test`` blurred, over- and under-exposed,
   flattened towards one colour (``blank``) and shrunk (``tiny``), each at 5 graded severities.
 
-Every image gets a ``split``: ``dev`` (about a fifth, by source) to look at while designing the
-gate, ``test`` for the figures. Crops of one source share its split. The gate itself is fitted
-on dermoscopy only, so none of this is ever fitted on.
+Every image gets a ``split``: ``dev`` (about a fifth, by source) to fit and design the gate
+with, ``test`` for the figures. Crops of one source share its split.
 
     python benchmarks/negatives.py --out /tmp/melanoscan-negatives
 
-writes ``OUT/manifest.csv`` (path, kind, group, split, degradation, severity, level) and the
-generated images under ``OUT/<kind>/``. ``--degraded-count`` picks how many dermoscopy images
-are degraded (default 100).
+writes ``OUT/manifest.csv`` (path, kind, group, split, degradation, severity, level), the
+generated images under ``OUT/<kind>/``, and ``OUT/fit.csv``: the ``dev`` non-dermoscopy images
+the gate's contrast score may learn from (``melanoscan calibrate --gate-only --negatives``),
+the clinical photos only without their watermark. ``--degraded-count`` picks how many
+dermoscopy images are degraded (default 100).
 """
 
 from __future__ import annotations
@@ -102,17 +106,26 @@ def main() -> None:
     table = pd.DataFrame([vars(e) for e in entries])
     table.insert(3, "split", table["group"].map(split_of))
     table.to_csv(args.out / "manifest.csv", index=False)
+    fit = table[(table["split"] == "dev") & ~table["kind"].isin(["clinical", "degraded"])]
+    fit[["path", "kind"]].to_csv(args.out / "fit.csv", index=False)
     counts = table.groupby(["kind", "split"]).size().unstack(fill_value=0)
     print(counts.to_string())
-    print(f"wrote {len(table)} entries to {args.out / 'manifest.csv'}")
+    print(f"wrote {len(table)} entries to {args.out / 'manifest.csv'}, {len(fit)} to "
+          f"{args.out / 'fit.csv'}")
 
 
 def build(out: Path, rng: np.random.Generator, degraded_count: int) -> list[Entry]:
     entries: list[Entry] = []
     if CLINICAL.is_dir():
-        entries += [Entry(str(p), "clinical", f"clinical/{p.stem}")
-                    for p in sorted(CLINICAL.rglob("*")) if p.suffix.lower() in {".jpg", ".jpeg",
-                                                                                  ".png"}]
+        photos = [p for p in sorted(CLINICAL.rglob("*"))
+                  if p.suffix.lower() in {".jpg", ".jpeg", ".png"}]
+        entries += [Entry(str(p), "clinical", f"clinical/{p.stem}") for p in photos]
+        for photo in photos:
+            image = Image.open(photo).convert("RGB")
+            width, height = image.size
+            cut = image.crop((width // 4, 0, width, height - height // 4))
+            entries.append(_save(cut, out / "clinical_no_watermark" / f"{photo.stem}.png",
+                                 "clinical_no_watermark", f"clinical/{photo.stem}"))
     for kind, sources in (("everyday", everyday_sources()), ("medical", medical_sources())):
         for name, image in sources:
             for i, view in enumerate(with_crops(image, rng)):

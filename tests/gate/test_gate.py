@@ -24,6 +24,7 @@ from melanoscan.gate import (
     POOR_QUALITY,
     UNCHECKED,
     QualityLimits,
+    fit_contrast,
     fit_statistics,
     load_gate,
     measure_quality,
@@ -63,6 +64,26 @@ def test_fit_statistics_sets_the_threshold_on_held_out_images() -> None:
         gate.scores(np.zeros((1, 7)))
     with pytest.raises(ValueError, match="at least 10"):
         fit_statistics(fit[:5], held)
+
+
+def test_contrast_score_refuses_what_lies_close_to_dermoscopy() -> None:
+    # Negatives that sit inside the distance's threshold (a shift along one feature that the
+    # dermoscopy images barely vary) are caught only by the contrast score.
+    rng = np.random.default_rng(1)
+    fit, held = rng.normal(size=(400, 12)), rng.normal(size=(200, 12))
+    fit[:, 0] *= 0.2
+    held[:, 0] *= 0.2
+    near = rng.normal(size=(120, 12))
+    near[:, 0] = 0.2 * near[:, 0] + 0.9
+    gate = fit_statistics(fit, held, components=4)
+    assert (gate.scores(near[60:]) > 1).mean() < 0.4
+    fit_contrast(gate, fit, near[:60], held, margin=0.5, info={"contrast_fitted_on": "near"})
+    assert gate.contrast is not None and gate.info["contrast_negatives"] == 60
+    assert (gate.scores(near[60:]) > 1).mean() > 0.95  # negatives it did not learn from
+    assert gate.info["held_out_flagged"] == pytest.approx((gate.scores(held) > 1).mean())
+    assert gate.info["held_out_flagged"] < 0.02
+    with pytest.raises(ValueError, match="at least 10 negative"):
+        fit_contrast(gate, fit, near[:5], held)
 
 
 def test_a_flat_image_and_a_text_page_are_flagged(gated_bundle: Path) -> None:
@@ -106,6 +127,16 @@ def test_fitted_gate_round_trips_through_the_bundle(gated_bundle: Path, tmp_path
     assert again is not None and again.threshold == gate.threshold
     features = np.random.default_rng(0).normal(size=(4, gate.feature_size))
     np.testing.assert_allclose(again.scores(features), gate.scores(features))
+    rng = np.random.default_rng(2)
+    negatives = rng.normal(size=(20, gate.feature_size)) + 3.0
+    held = rng.normal(size=(20, gate.feature_size))
+    fit_contrast(gate, rng.normal(size=(40, gate.feature_size)), negatives, held)
+    save_gate(copy, gate, metadata)
+    assert metadata.gate["method"].endswith("+logistic-contrast")
+    contrasted = load_gate(copy, metadata)
+    assert contrasted is not None and contrasted.contrast is not None
+    assert contrasted.contrast_threshold == gate.contrast_threshold
+    np.testing.assert_allclose(contrasted.scores(features), gate.scores(features))
     (copy / GATE_FILE).write_bytes(b"torn")
     with pytest.warns(UserWarning, match="does not match"):
         assert load_gate(copy, metadata) is None
@@ -155,6 +186,23 @@ def test_predict_command_lists_flagged_images_and_exits_3(
     flagged = [p for p in payload["predictions"] if p["gate"] != OK]
     assert len(flagged) == 2 and all(p["gate_overridden"] for p in flagged)
     assert all("gate off" in p["headline"] for p in flagged)
+
+
+def test_explain_refuses_a_flagged_image_unless_told(gated_bundle: Path, tmp_path: Path) -> None:
+    page, lesion = tmp_path / "page.png", tmp_path / "lesion.png"
+    text_page().save(page)
+    lesion_image(502).save(lesion)
+    overlay = tmp_path / "overlay.png"
+    base = ["explain", "--model", str(gated_bundle), "--output", str(overlay)]
+    refused = runner.invoke(app, [*base, str(page)])
+    assert refused.exit_code == 3 and not overlay.exists()
+    assert "not dermoscopy" in refused.output and "--no-gate" in " ".join(refused.output.split())
+    forced = runner.invoke(app, [*base, str(page), "--no-gate"])
+    assert forced.exit_code == 0 and overlay.is_file()
+    assert "gate off" in " ".join(forced.output.split())
+    overlay.unlink()
+    fine = runner.invoke(app, [*base, str(lesion)])
+    assert fine.exit_code == 0 and overlay.is_file() and "gate off" not in fine.output
 
 
 def test_triage_report_leads_with_the_verdict(gated_bundle: Path, tmp_path: Path) -> None:
@@ -252,3 +300,22 @@ def test_calibrate_gate_only_refits_from_the_training_data(
     assert block["fit_images"] == sum(trained["train"].values())
     assert block["threshold_images"] == sum(trained["val"].values()) + 10
     assert load_gate(bundle, read_metadata(bundle)) is not None
+    assert "contrast_negatives" not in block
+
+    negatives = tmp_path / "negatives"
+    negatives.mkdir()
+    for index in range(12):
+        text_page((96 + 4 * index, 128)).save(negatives / f"page_{index}.png")
+    listed = tmp_path / "negatives.csv"
+    listed.write_text("path\n" + "".join(f"negatives/page_{i}.png\n" for i in range(12)))
+    for source in (negatives, listed):
+        result = runner.invoke(app, [*args, "--negatives", str(source)])
+        assert result.exit_code == 0, result.output
+        assert "learnt against 12 non-dermoscopy images" in " ".join(result.output.split())
+        block = read_metadata(bundle).gate
+        assert block["contrast_negatives"] == 12 and block["contrast_fitted_on"] == str(source)
+    assert load_gate(bundle, read_metadata(bundle)).contrast is not None
+    few = runner.invoke(app, [*args, "--negatives", str(negatives / "page_0.png")])
+    assert few.exit_code == 2
+    no_gate = [a for a in args if a != "--gate-only"]
+    assert runner.invoke(app, [*no_gate, "--negatives", str(negatives)]).exit_code == 2

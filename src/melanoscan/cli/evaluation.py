@@ -80,6 +80,12 @@ def calibrate(
                      "model was trained on (its training images fit it, the others set its "
                      "threshold)."),
     ] = False,
+    negatives: Annotated[
+        Path | None,
+        typer.Option("--negatives", help="With --gate-only: example non-dermoscopy images (a "
+                     "folder, or a CSV with a 'path' column) the gate learns to refuse "
+                     "(benchmarks/negatives.py writes fit.csv)."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Fit temperature scaling and the melanoma alert threshold on held-out data; save them.
@@ -95,18 +101,23 @@ def calibrate(
     from melanoscan.evaluation.evaluate import EvaluationError
     from melanoscan.evaluation.recalibrate import calibrate_bundle
 
+    if negatives is not None and not gate_only:
+        raise fail("--negatives is for the dermoscopy gate: add --gate-only")
     if gate_only:
         from melanoscan.evaluation.gate_fit import refit_gate
 
         try:
-            gate = refit_gate(load_bundle(model), data, split=split, show_progress=not quiet)
+            gate = refit_gate(load_bundle(model), data, split=split, negatives=negatives,
+                              show_progress=not quiet)
         except (BundleError, DataSourceError, EvaluationError) as exc:
             raise fail(str(exc)) from None
         info = gate.info
         console.print(
             f"Dermoscopy gate fitted on {info['fit_images']} training images, threshold set on "
             f"{info['threshold_images']} others ({info['held_out_flagged']:.1%} of them "
-            f"flagged); saved in {model}.", highlight=False)
+            f"flagged)" + (f", contrast score learnt against {info['contrast_negatives']} "
+                           "non-dermoscopy images" if "contrast_negatives" in info else "")
+            + f"; saved in {model}.", highlight=False)
         return
     try:
         bundle = load_bundle(model)

@@ -120,17 +120,34 @@ def explain(
     target: Annotated[
         str | None, typer.Option(help="Class to explain (default: the predicted class).")
     ] = None,
+    no_gate: Annotated[
+        bool,
+        typer.Option("--no-gate", help="Explain an image the dermoscopy gate flags anyway."),
+    ] = False,
 ) -> None:
-    """Grad-CAM: the regions that drove a class, as a heat map over the image."""
+    """Grad-CAM: the regions that drove a class, as a heat map over the image.
+
+    The image first passes the model's dermoscopy gate, as in predict: a flagged image gets no
+    explanation (exit code 3) unless --no-gate.
+    """
     from melanoscan.bundle import BundleError, load_bundle, resolve_bundle_path
     from melanoscan.data.images import ImageDecodeError, load_rgb
     from melanoscan.inference.gradcam import explain as run_explain
+    from melanoscan.inference.predictor import Predictor
 
     try:
         bundle = load_bundle(resolve_bundle_path(model))
-        explanation = run_explain(bundle, load_rgb(image), target)
+        picture = load_rgb(image)
+        verdict = Predictor(bundle.path).predict([picture], gate=not no_gate)[0]
+        if verdict.flagged and not no_gate:
+            error_console.print(f"[yellow]{verdict.headline}[/] {image}: {verdict.gate_reason}; "
+                                "no explanation written (--no-gate explains it anyway)",
+                                highlight=False)
+            raise typer.Exit(code=FLAGGED_EXIT_CODE)
+        explanation = run_explain(bundle, picture, target)
     except (BundleError, ImageDecodeError, ValueError) as exc:
         raise fail(str(exc)) from None
     explanation.save(output)
+    note = f" (gate off: {verdict.gate_reason})" if verdict.gate_overridden else ""
     console.print(f"{explanation.target_class} (probability {explanation.probability:.3f}): "
-                  f"overlay written to {output}")
+                  f"overlay written to {output}{note}", highlight=False)

@@ -1,9 +1,10 @@
 """Fitting the dermoscopy gate of a bundle: at the end of training, or with ``calibrate``.
 
 The gate is fitted on the model's training images and its threshold set on held-out dermoscopy
-(the validation split): no negative example is used, so every non-dermoscopy image stays test
-data. Images are capped (source-balanced samples) so that fitting costs about a minute on two
-CPU cores.
+(the validation split). Training uses no negative example; ``calibrate --gate-only --negatives``
+adds the contrast score, learnt against example non-dermoscopy images (the shipped bundle's
+came from the ``dev`` split of ``benchmarks/negatives.py``). Images are capped (source-balanced
+samples) so that fitting costs about a minute on two CPU cores.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import numpy as np
 import pandas as pd
 
 from melanoscan.bundle import Bundle, load_bundle, write_metadata
+from melanoscan.data.images import is_image_file
 from melanoscan.data.manifest import scan
 from melanoscan.data.sources import read_sources
 from melanoscan.evaluation.evaluate import EvaluationError, select_split
 from melanoscan.evaluation.inference import predict_outputs
-from melanoscan.gate import Gate, QualityLimits, fit_statistics, save_gate
+from melanoscan.gate import Gate, QualityLimits, fit_contrast, fit_statistics, save_gate
 
 __all__ = [
     "MAX_FIT_IMAGES",
@@ -29,6 +31,7 @@ __all__ = [
     "MIN_THRESHOLD_IMAGES",
     "fit_gate",
     "fit_training_gate",
+    "read_negatives",
     "refit_gate",
 ]
 
@@ -36,6 +39,7 @@ MAX_FIT_IMAGES = 1500
 MAX_THRESHOLD_IMAGES = 1000
 MIN_FIT_IMAGES = 100
 MIN_THRESHOLD_IMAGES = 30
+MIN_NEGATIVES = 10
 
 
 def fit_gate(
@@ -44,6 +48,8 @@ def fit_gate(
     threshold_images: pd.DataFrame,
     *,
     fitted_on: str = "",
+    negatives: pd.DataFrame | None = None,
+    negatives_from: str = "",
     max_fit: int = MAX_FIT_IMAGES,
     max_threshold: int = MAX_THRESHOLD_IMAGES,
     seed: int = 0,
@@ -59,6 +65,9 @@ def fit_gate(
         threshold_images: other dermoscopy images (the validation split) the threshold is set
             on.
         fitted_on: a description of the data, recorded in the bundle.
+        negatives: example non-dermoscopy images (``path``) for the contrast score; ``None``:
+            the gate has only the distance.
+        negatives_from: where the negatives came from, recorded in the bundle.
         max_fit: at most this many fitting images (a sample balanced over ``source``).
         max_threshold: at most this many threshold images.
         seed: the sampling seed.
@@ -75,6 +84,10 @@ def fit_gate(
     quality = QualityLimits(min_side=max(32, bundle.preprocessing.image_size // 2))
     gate = fit_statistics(fit_features, held_features, quality=quality,
                           info={"fitted_on": fitted_on})
+    if negatives is not None:
+        negative_features = _features(bundle, negatives, show_progress)
+        fit_contrast(gate, fit_features, negative_features, held_features,
+                     info={"contrast_fitted_on": negatives_from})
     save_gate(bundle.path, gate, bundle.metadata)
     write_metadata(bundle.path, bundle.metadata)
     return gate
@@ -108,18 +121,26 @@ def fit_training_gate(
 
 
 def refit_gate(
-    bundle: Bundle, data: Sequence[Path], *, split: str | None = None, show_progress: bool = True
+    bundle: Bundle,
+    data: Sequence[Path],
+    *,
+    split: str | None = None,
+    negatives: Path | None = None,
+    show_progress: bool = True,
 ) -> Gate:
     """Refit a bundle's gate from the data it was trained on (``calibrate --gate-only``).
 
     The images of ``data`` that the bundle trained on (its ``train`` split, by content) fit the
     statistics; its validation images set the threshold (when ``data`` holds fewer than
     :data:`MIN_THRESHOLD_IMAGES` of them, every other image of ``data`` does). Test images are
-    thus left alone when the bundle has a validation split.
+    thus left alone when the bundle has a validation split. With ``negatives`` (see
+    :func:`read_negatives`) the gate also gets the contrast score.
 
     Raises:
-        EvaluationError: too few of either among ``data``.
+        EvaluationError: too few of either among ``data``, or fewer than
+            :data:`MIN_NEGATIVES` negatives.
     """
+    negative_table = read_negatives(negatives) if negatives is not None else None
     table = select_split(scan(read_sources(data), show_progress=show_progress), split)
     trained = bundle.training_images()
     in_train = table["content_hash"].isin(set(trained.loc[trained["split"] == "train",
@@ -137,9 +158,36 @@ def refit_gate(
     try:
         return fit_gate(bundle.path, fit, held_out, show_progress=show_progress,
                         fitted_on=f"{where}: the model's training images (fit) and the others "
-                                  "(threshold)")
+                                  "(threshold)",
+                        negatives=negative_table, negatives_from=str(negatives or ""))
     except ValueError as exc:
         raise EvaluationError(str(exc)) from None
+
+
+def read_negatives(path: Path) -> pd.DataFrame:
+    """Example non-dermoscopy images: every image under a folder, or the ``path`` column of a
+    CSV (relative paths are read from the CSV's folder).
+
+    Raises:
+        EvaluationError: unreadable CSV, no ``path`` column, or fewer than
+            :data:`MIN_NEGATIVES` images.
+    """
+    path = Path(path)
+    if path.is_dir():
+        paths = sorted(str(p) for p in path.rglob("*") if is_image_file(p))
+    else:
+        try:
+            listed = pd.read_csv(path)
+        except (OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+            raise EvaluationError(f"cannot read the negatives list {path}: {exc}") from None
+        if "path" not in listed.columns:
+            raise EvaluationError(f"{path} needs a 'path' column listing the negative images")
+        paths = [str(p if Path(p).is_absolute() else path.parent / p)
+                 for p in listed["path"].astype(str)]
+    if len(paths) < MIN_NEGATIVES:
+        raise EvaluationError(f"{len(paths)} negative images in {path}: the contrast score needs "
+                              f"at least {MIN_NEGATIVES}")
+    return pd.DataFrame({"path": paths})
 
 
 def _sample(table: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:

@@ -3,8 +3,8 @@
 Every prediction path asks it first whether an image is a dermoscopy image good enough to read:
 ``ok``, ``not_dermoscopy`` (out of distribution, or greyscale) or ``poor_quality`` (tiny,
 blank, badly exposed or blurred). It is fitted with the model, on the model's own features of
-dermoscopy images only, and stored in the bundle (``gate.npz`` and the ``gate`` block of
-``bundle.json``). See docs/GATE.md.
+dermoscopy images (and optionally of example non-dermoscopy images), and stored in the bundle
+(``gate.npz`` and the ``gate`` block of ``bundle.json``). See docs/GATE.md.
 """
 
 from melanoscan.gate.core import (
@@ -18,6 +18,7 @@ from melanoscan.gate.core import (
     VERDICTS,
     Gate,
     GateVerdict,
+    fit_contrast,
     fit_statistics,
     load_gate,
     save_gate,
@@ -37,6 +38,7 @@ __all__ = [
     "GateVerdict",
     "ImageQuality",
     "QualityLimits",
+    "fit_contrast",
     "fit_statistics",
     "load_gate",
     "measure_quality",

@@ -2,9 +2,12 @@
 
 A gate holds the mean, scale and principal axes of the model's own gate features
 (:class:`melanoscan.models.features.LogitsAndFeatures`) over dermoscopy training images, and a
-distance threshold set on held-out dermoscopy. An image is ``not_dermoscopy`` when its distance
-exceeds the threshold or it has no colour, ``poor_quality`` when :class:`QualityLimits` refuses
-it, else ``ok``. No negative example is needed to fit it. Method and limits: docs/GATE.md.
+distance threshold set on held-out dermoscopy; optionally (:func:`fit_contrast`) a linear
+"dermoscopy or not" score on the same standardised features, fitted against example
+non-dermoscopy images. An image is ``not_dermoscopy`` when either score exceeds its limit or it
+has no colour, ``poor_quality`` when :class:`QualityLimits` refuses it, else ``ok``. The
+distance needs no negative example; the contrast score catches what lies close to dermoscopy
+in that distance (clinical photos of skin). Method and limits: docs/GATE.md.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "VERDICT_LABELS",
     "Gate",
     "GateVerdict",
+    "fit_contrast",
     "fit_statistics",
     "load_gate",
     "save_gate",
@@ -41,6 +45,7 @@ __all__ = [
 
 GATE_FILE = "gate.npz"
 METHOD = "pca-mahalanobis+residual"
+CONTRAST_METHOD = "+logistic-contrast"
 OK, NOT_DERMOSCOPY, POOR_QUALITY, UNCHECKED = "ok", "not_dermoscopy", "poor_quality", "unchecked"
 VERDICTS = (OK, NOT_DERMOSCOPY, POOR_QUALITY, UNCHECKED)
 FLAGGED = (NOT_DERMOSCOPY, POOR_QUALITY)
@@ -53,6 +58,12 @@ DEFAULT_MARGIN = 1.5
 """The threshold is the held-out images' :data:`DEFAULT_QUANTILE` distance times this margin:
 dermoscopy from other archives and devices lies further out than the model's own validation
 images (measured in docs/GATE.md), and refusing a real lesion is the costlier mistake."""
+CONTRAST_C = 0.2
+"""Inverse L2 strength of the contrast score's logistic regression: strong, because the
+negative examples are few and the score must not learn any one of them (a watermark, say)."""
+CONTRAST_MARGIN = 2.0
+"""Added to the held-out dermoscopy's :data:`DEFAULT_QUANTILE` contrast logit to set its
+limit: a real lesion from another archive must not be refused for looking a little unusual."""
 MIN_COLOURFULNESS = 0.03
 """Below this mean saturation an image is greyscale: no dermoscopy image is (lowest seen 0.044)."""
 
@@ -91,6 +102,10 @@ class Gate:
         quality: the image-quality limits.
         min_colourfulness: mean saturation below which an image is greyscale.
         info: what it was fitted on and how (stored in the bundle metadata).
+        contrast: weights of the "not dermoscopy" logit over the standardised features
+            ``(D,)``, or ``None`` when the gate was fitted without negative examples.
+        contrast_bias: intercept of that logit.
+        contrast_threshold: the logit above which an image is not dermoscopy.
     """
 
     mean: np.ndarray
@@ -102,6 +117,9 @@ class Gate:
     quality: QualityLimits = field(default_factory=QualityLimits)
     min_colourfulness: float = MIN_COLOURFULNESS
     info: dict[str, Any] = field(default_factory=dict)
+    contrast: np.ndarray | None = None
+    contrast_bias: float = 0.0
+    contrast_threshold: float = 0.0
 
     @property
     def feature_size(self) -> int:
@@ -119,9 +137,27 @@ class Gate:
         residual = np.maximum((z**2).sum(axis=1) - (projected**2).sum(axis=1), 0.0)
         return (projected**2 / self.variances).sum(axis=1) + residual / self.residual_variance
 
+    def contrast_logits(self, features: np.ndarray) -> np.ndarray | None:
+        """The "not dermoscopy" logit of each image, ``None`` without a contrast score."""
+        if self.contrast is None:
+            return None
+        z = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        return z @ self.contrast + self.contrast_bias
+
     def scores(self, features: np.ndarray) -> np.ndarray:
-        """Distances relative to the threshold: above 1 is not dermoscopy."""
-        return self.distances(features) / self.threshold
+        """Each image's score relative to its limit: above 1 is not dermoscopy.
+
+        The larger of the distance over its threshold and, with a contrast score, the odds of
+        "not dermoscopy" over the odds at its limit (``exp(logit - limit)``).
+        """
+        return np.maximum(*self._ratios(features))
+
+    def _ratios(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        distance = self.distances(features) / self.threshold
+        logits = self.contrast_logits(features)
+        if logits is None:
+            return distance, np.zeros_like(distance)
+        return distance, np.exp(np.minimum(logits - self.contrast_threshold, 50.0))
 
     def assess(
         self, pixels: np.ndarray, sizes: Sequence[tuple[int, int]], features: np.ndarray
@@ -133,9 +169,11 @@ class Gate:
             sizes: ``(width, height)`` of each decoded image.
             features: the model's gate features ``(N, D)`` for the same images.
         """
-        scores = self.scores(features)
+        distances, contrasts = self._ratios(features)
         verdicts = []
-        for image, size, score in zip(pixels, sizes, scores, strict=True):
+        for image, size, distance, contrast in zip(pixels, sizes, distances, contrasts,
+                                                   strict=True):
+            score = max(distance, contrast)
             quality = measure_quality(image, size)
             problem = self.quality.problem(quality)
             if problem is not None:
@@ -144,11 +182,16 @@ class Gate:
                 verdicts.append(GateVerdict(
                     NOT_DERMOSCOPY, float(score),
                     f"a greyscale image (colourfulness {quality.colourfulness:.3f})"))
-            elif score > 1.0:
+            elif distance > 1.0:
                 verdicts.append(GateVerdict(
                     NOT_DERMOSCOPY, float(score),
                     f"unlike the dermoscopy images this model knows (gate score {score:.2f}, "
                     "limit 1)"))
+            elif contrast > 1.0:
+                verdicts.append(GateVerdict(
+                    NOT_DERMOSCOPY, float(score),
+                    "looks like a photo taken without a dermatoscope, or another kind of "
+                    f"picture (gate score {score:.2f}, limit 1)"))
             else:
                 verdicts.append(GateVerdict(OK, float(score), ""))
         return verdicts
@@ -207,6 +250,58 @@ def fit_statistics(
     return gate
 
 
+def fit_contrast(
+    gate: Gate,
+    dermoscopy: np.ndarray,
+    negatives: np.ndarray,
+    held_out: np.ndarray,
+    *,
+    quantile: float = DEFAULT_QUANTILE,
+    margin: float = CONTRAST_MARGIN,
+    info: dict[str, Any] | None = None,
+) -> Gate:
+    """Add a "dermoscopy or not" score to a fitted gate, learnt against example negatives.
+
+    A logistic regression on the gate's standardised features (strong L2, classes weighted
+    equally) separates dermoscopy from the negatives; its limit is the held-out dermoscopy's
+    ``quantile`` logit plus ``margin``, so held-out dermoscopy passes as it does the distance.
+
+    Args:
+        gate: a gate from :func:`fit_statistics` (changed in place and returned).
+        dermoscopy: gate features of dermoscopy images (the gate's fitting images) ``(N, D)``.
+        negatives: those of example non-dermoscopy images ``(M, D)``.
+        held_out: those of other dermoscopy (the threshold images) ``(K, D)``.
+        quantile: share of the held-out images below the limit before the margin.
+        margin: logit units added to that quantile.
+        info: recorded with the gate (what the negatives were).
+
+    Raises:
+        ValueError: fewer than 10 negatives.
+    """
+    from sklearn.linear_model import LogisticRegression  # fitting only, never at prediction
+
+    if len(negatives) < 10:
+        raise ValueError(f"the contrast score needs at least 10 negative images, got "
+                         f"{len(negatives)}")
+    x = np.concatenate([dermoscopy, negatives]).astype(np.float64)
+    y = np.r_[np.zeros(len(dermoscopy)), np.ones(len(negatives))]
+    model = LogisticRegression(C=CONTRAST_C, class_weight="balanced", max_iter=2000)
+    model.fit((x - gate.mean) / gate.scale, y)
+    gate.contrast = model.coef_[0].astype(np.float64)
+    gate.contrast_bias = float(model.intercept_[0])
+    held = gate.contrast_logits(held_out)
+    assert held is not None
+    gate.contrast_threshold = float(np.quantile(held, quantile) + margin)
+    gate.info = {
+        **gate.info,
+        **(info or {}),
+        "contrast_negatives": len(negatives),
+        "contrast_margin": margin,
+        "held_out_flagged": float((gate.scores(held_out) > 1.0).mean()),
+    }
+    return gate
+
+
 def save_gate(directory: Path, gate: Gate, metadata: BundleMetadata) -> dict[str, Any]:
     """Write ``gate.npz`` atomically and set ``metadata.gate`` (the caller writes bundle.json).
 
@@ -214,14 +309,17 @@ def save_gate(directory: Path, gate: Gate, metadata: BundleMetadata) -> dict[str
     """
     directory = Path(directory)
     buffer = io.BytesIO()
-    np.savez(buffer, mean=gate.mean, scale=gate.scale, axes=gate.axes,
-             variances=gate.variances)
+    arrays = {"mean": gate.mean, "scale": gate.scale, "axes": gate.axes,
+              "variances": gate.variances}
+    if gate.contrast is not None:
+        arrays["contrast"] = gate.contrast
+    np.savez(buffer, **arrays)
     data = buffer.getvalue()
     atomic_write(directory / GATE_FILE, lambda tmp: tmp.write_bytes(data))
     block = {
         "file": GATE_FILE,
         "sha256": hashlib.sha256(data).hexdigest(),
-        "method": METHOD,
+        "method": METHOD + (CONTRAST_METHOD if gate.contrast is not None else ""),
         "feature_size": gate.feature_size,
         "residual_variance": gate.residual_variance,
         "threshold": gate.threshold,
@@ -230,6 +328,9 @@ def save_gate(directory: Path, gate: Gate, metadata: BundleMetadata) -> dict[str
         "weights_sha256": _weights_hash(directory),
         **gate.info,
     }
+    if gate.contrast is not None:
+        block["contrast_bias"] = gate.contrast_bias
+        block["contrast_threshold"] = gate.contrast_threshold
     metadata.gate = block
     return block
 
@@ -262,11 +363,15 @@ def load_gate(directory: Path, metadata: BundleMetadata) -> Gate | None:
             quality=QualityLimits.from_dict(block.get("quality", {})),
             min_colourfulness=float(block.get("min_colourfulness", MIN_COLOURFULNESS)),
             info={k: v for k, v in block.items() if k not in _STORED},
+            contrast=arrays["contrast"] if "contrast" in arrays.files else None,
+            contrast_bias=float(block.get("contrast_bias", 0.0)),
+            contrast_threshold=float(block.get("contrast_threshold", 0.0)),
         )
 
 
 _STORED = {"file", "sha256", "method", "feature_size", "residual_variance", "threshold",
-           "min_colourfulness", "quality", "weights_sha256"}
+           "min_colourfulness", "quality", "weights_sha256", "contrast_bias",
+           "contrast_threshold"}
 
 
 def _weights_hash(directory: Path) -> str | None:

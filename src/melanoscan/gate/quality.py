@@ -11,11 +11,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 
 __all__ = ["ImageQuality", "QualityLimits", "measure_quality"]
 
-_GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_GREY_ROW = np.array([[0.299, 0.587, 0.114]], dtype=np.float32)
+_LAPLACIAN = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float32)
 # Added to the grey variance before dividing the Laplacian's by it, so that a nearly flat image
 # (whose detail is all sensor noise) does not count as sharp.
 _CONTRAST_FLOOR = 25.0
@@ -59,25 +61,28 @@ def measure_quality(pixels: np.ndarray, size: tuple[int, int]) -> ImageQuality:
         pixels: the output of :meth:`Preprocessing.resize` (before any colour normalisation).
         size: ``(width, height)`` of the decoded image.
     """
-    red, green, blue = (pixels[..., c].astype(np.float32) for c in range(3))
-    grey = red * _GREY[0] + green * _GREY[1] + blue * _GREY[2]
-    laplacian = (grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
-                 - 4.0 * grey[1:-1, 1:-1])
-    variance = float(grey.var())
-    detail = float(laplacian.var())
-    # Elementwise over the three planes: numpy reduces a trailing axis of 3 slowly.
-    brightest = np.maximum(np.maximum(red, green), blue)
-    darkest = np.minimum(np.minimum(red, green), blue)
-    saturation = (brightest - darkest) / np.maximum(brightest, 1.0)
+    # OpenCV rather than numpy: the same float32 formulas, about 3x faster at 224 px, which
+    # keeps the gate's share of prediction time small (docs/GATE.md, "cost").
+    pixels = np.ascontiguousarray(pixels, dtype=np.uint8)
+    grey = cv2.transform(pixels.astype(np.float32), _GREY_ROW)
+    laplacian = cv2.filter2D(grey, cv2.CV_32F, _LAPLACIAN)[1:-1, 1:-1]
+    mean, std = (float(v[0, 0]) for v in cv2.meanStdDev(grey))
+    detail = float(cv2.meanStdDev(laplacian)[1][0, 0]) ** 2
+    variance = std**2
+    red, green, blue = cv2.split(pixels)
+    brightest = cv2.max(cv2.max(red, green), blue)
+    darkest = cv2.min(cv2.min(red, green), blue)
+    saturation = cv2.divide(cv2.subtract(brightest, darkest).astype(np.float32),
+                            np.maximum(brightest, 1).astype(np.float32))
     return ImageQuality(
         width=int(size[0]),
         height=int(size[1]),
-        brightness=float(grey.mean()),
-        contrast=float(np.sqrt(variance)),
+        brightness=mean,
+        contrast=std,
         sharpness=detail / (variance + _CONTRAST_FLOOR),
         detail=detail,
-        highlights=float((grey > 240.0).mean()),
-        colourfulness=float(saturation.mean()),
+        highlights=float(np.count_nonzero(grey > 240.0)) / grey.size,
+        colourfulness=float(cv2.mean(saturation)[0]),
     )
 
 
