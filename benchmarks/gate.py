@@ -12,7 +12,8 @@ Every image goes through ``Predictor.predict_files``, the path ``melanoscan pred
 
     python benchmarks/negatives.py --out /tmp/melanoscan-negatives
     python benchmarks/gate.py --negatives /tmp/melanoscan-negatives --timing
-    python benchmarks/gate.py --model runs/x/bundle --negatives /tmp/melanoscan-negatives
+    python benchmarks/gate.py --model runs/loso_isic2017/bundle --backend torch \
+        --negatives /tmp/melanoscan-negatives --name gate_loso_isic2017
 
 ``--limit N`` takes the first N images of each dermoscopy set and of each negative kind (for a
 quick look; the table says so).
@@ -54,6 +55,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="images per set or kind")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--timing", action="store_true", help="also measure the gate's cost")
+    parser.add_argument("--name", default="gate",
+                        help="results file and BENCHMARKS.md section (another model: another "
+                             "name, e.g. gate_loso_isic2017)")
     args = parser.parse_args()
 
     predictor = Predictor(args.model, backend=args.backend)
@@ -80,8 +84,9 @@ def main() -> None:
     if args.timing:
         files = sorted(DERMOSCOPY["ISIC 2018 test"].rglob("*.jpg"))[:256]
         payload["cost"] = _cost(predictor, files)
-    path = write_results("gate", payload)
-    update_section("gate", "Dermoscopy gate", _table(payload))
+    path = write_results(args.name, payload)
+    title = "Dermoscopy gate" + ("" if args.name == "gate" else f" ({args.name})")
+    update_section(args.name, title, _table(payload))
     print(f"wrote {path}")
 
 
