@@ -22,13 +22,14 @@ quick look; the table says so).
 from __future__ import annotations
 
 import argparse
+import json
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from _report import command, machine, update_section, write_results
+from _report import RESULTS, command, machine, update_section, write_results
 from negatives import DEGRADATIONS
 
 from melanoscan.bundle import resolve_bundle_path
@@ -55,6 +56,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="images per set or kind")
     parser.add_argument("--backend", default="auto")
     parser.add_argument("--timing", action="store_true", help="also measure the gate's cost")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="only measure the cost (on an idle machine) and add it to the last "
+                             "results of --name")
     parser.add_argument("--name", default="gate",
                         help="results file and BENCHMARKS.md section (another model: another "
                              "name, e.g. gate_loso_isic2017)")
@@ -63,6 +67,16 @@ def main() -> None:
     predictor = Predictor(args.model, backend=args.backend)
     if predictor.gate is None:
         parser.error(f"{predictor.path} has no dermoscopy gate; fit one first")
+    timing_files = sorted(DERMOSCOPY["ISIC 2018 test"].rglob("*.jpg"))[:256]
+    if args.timing_only:
+        previous = RESULTS / f"{args.name}.json"
+        if not previous.is_file():
+            parser.error(f"--timing-only adds to {previous}: run the benchmark first")
+        payload = json.loads(previous.read_text())
+        payload["cost"] = _cost(predictor, timing_files)
+        payload["cost"]["command"] = command()
+        _write(args.name, payload)
+        return
     real = {name: _score(predictor, _limited(sorted(folder.rglob("*.jpg")), args.limit))
             for name, folder in DERMOSCOPY.items()}
     manifest = pd.read_csv(args.negatives / "manifest.csv")
@@ -82,11 +96,14 @@ def main() -> None:
         "real": real, "negatives": negatives, "degraded": degraded,
     }
     if args.timing:
-        files = sorted(DERMOSCOPY["ISIC 2018 test"].rglob("*.jpg"))[:256]
-        payload["cost"] = _cost(predictor, files)
-    path = write_results(args.name, payload)
-    title = "Dermoscopy gate" + ("" if args.name == "gate" else f" ({args.name})")
-    update_section(args.name, title, _table(payload))
+        payload["cost"] = _cost(predictor, timing_files)
+    _write(args.name, payload)
+
+
+def _write(name: str, payload: dict[str, Any]) -> None:
+    path = write_results(name, payload)
+    title = "Dermoscopy gate" + ("" if name == "gate" else f" ({name})")
+    update_section(name, title, _table(payload))
     print(f"wrote {path}")
 
 
@@ -194,7 +211,8 @@ def _table(payload: dict[str, Any]) -> str:
     if cost:
         text += (f"\nCost: {cost['with_gate'] * 1000:.1f} ms per image end to end with the gate, "
                  f"{cost['without_gate'] * 1000:.1f} ms without (same network outputs): "
-                 f"{cost['overhead']:+.1%} (target <= 10%), {cost['images']} images, batch 32.\n")
+                 f"{cost['overhead']:+.1%} (target <= 10%), {cost['images']} images, batch 32"
+                 + (f"; measured by `{cost['command']}`" if "command" in cost else "") + ".\n")
     return text
 
 
