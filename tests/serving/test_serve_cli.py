@@ -15,6 +15,8 @@ from melanoscan.cli import app
 from melanoscan.cli.serving import ENV_BACKEND, ENV_LIMITS, ENV_MODEL, app_from_environment
 from melanoscan.serving import ServeLimits
 from melanoscan.serving.background import ServerStartError, serve_in_background
+from melanoscan.serving.limits import MAX_HEADER_BYTES
+from melanoscan.serving.server import TimedH11Protocol
 
 
 @pytest.mark.parametrize(
@@ -30,6 +32,23 @@ def test_bad_options_exit_2_before_serving(arguments: list[str], message: str) -
     result = CliRunner().invoke(app, ["serve", *arguments])
     assert result.exit_code == 2, result.output
     assert message in result.output
+
+
+def test_serve_runs_uvicorn_with_the_connection_limits(
+    onnx_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: calls.append(kwargs))
+    result = CliRunner().invoke(app, ["serve", "--model", str(onnx_bundle), "--max-connections",
+                                      "7", "--header-timeout", "3", "--keep-alive", "2"])
+    assert result.exit_code == 0, result.output
+    (options,) = calls
+    assert (options["limit_concurrency"], options["timeout_keep_alive"]) == (7, 2)
+    assert options["http"].func is TimedH11Protocol
+    assert options["http"].keywords == {"header_timeout_s": 3}
+    assert options["h11_max_incomplete_event_size"] == MAX_HEADER_BYTES
 
 
 def test_worker_processes_build_the_app_from_the_environment(

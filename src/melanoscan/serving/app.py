@@ -1,8 +1,10 @@
-"""The FastAPI app: prediction API, model card, health check and the web page.
+"""The FastAPI app: prediction API, model card, health check, the web page and the API page.
 
-Every request is checked against :class:`ServeLimits`. Reading, decoding and inference run in a
-worker thread, at most ``max_concurrent`` requests at a time; at most ``max_waiting`` more wait,
-and beyond that the service answers 503 at once. Bad input is always a 4xx with a JSON body
+Every request is checked against :class:`ServeLimits`: its body as it streams in and its
+admission by :class:`~melanoscan.serving.guard.RequestGuard`, its images by
+:func:`~melanoscan.serving.uploads.read_image`. Reading, decoding and inference run in a worker
+thread, at most ``max_concurrent`` requests at a time; a request whose client disconnects stops
+waiting (and between steps, running). Bad input is always a 4xx with a JSON body
 ``{"error": {"code", "message", "filename"}}``, never a 500.
 """
 
@@ -11,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-import logging
+import re
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
 from importlib import resources
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
@@ -27,8 +29,15 @@ from starlette.concurrency import run_in_threadpool
 from melanoscan import __version__
 from melanoscan.inference.predictor import Prediction, Predictor
 from melanoscan.inference.render import model_fields
+from melanoscan.serving.errors import (
+    ERROR_RESPONSES,
+    ClientGone,
+    UploadError,
+    install_error_handlers,
+)
+from melanoscan.serving.guard import Admission, RequestGuard
 from melanoscan.serving.limits import ServeLimits
-from melanoscan.serving.uploads import UploadError, read_image
+from melanoscan.serving.uploads import read_image
 
 __all__ = ["NOTICE", "create_app"]
 
@@ -37,8 +46,11 @@ NOTICE = (
     "every image, with or without an alert."
 )
 STATIC_DIR = resources.files("melanoscan.serving") / "static"
-log = logging.getLogger(__name__)
 T = TypeVar("T")
+DISCONNECT_POLL_S = 0.1
+"""How often a waiting or running request checks that its client is still connected."""
+# A POSIX, home or Windows absolute path, not inside a relative path or a URL.
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/\\~-])(?:~|[A-Za-z]:)?[/\\][^\s,;'\"()]+")
 
 
 class _Service:
@@ -47,26 +59,48 @@ class _Service:
     def __init__(self, predictor: Predictor, limits: ServeLimits) -> None:
         self.predictor = predictor
         self.limits = limits
+        self.admission = Admission(limits.max_admitted)
         self.slots = asyncio.Semaphore(limits.max_concurrent)
-        self.waiting = 0
         self._explainer: Any = None
         # Grad-CAM hooks one shared torch model: two explanations at once would mix them up.
         self._explain_lock = threading.Lock()
 
-    async def limited(self, work: Callable[[], T]) -> T:
-        """Run ``work`` in a thread once a slot is free; refuse at once when too many wait."""
-        if self.waiting >= self.limits.max_waiting:
-            raise UploadError(503, "busy", "too many requests are waiting; retry shortly")
-        self.waiting += 1
-        queued = True
+    async def limited(
+        self, work: Callable[[threading.Event], T], gone: Callable[[], Awaitable[bool]]
+    ) -> T:
+        """Run ``work`` in a thread once a slot is free, unless the client has gone.
+
+        Args:
+            work: called with an event that is set if the client disconnects while it runs.
+            gone: whether the client has disconnected, polled while waiting and running.
+
+        Raises:
+            ClientGone: the client disconnected before its work started.
+        """
+        await self._take_slot(gone)
+        abandoned = threading.Event()
+        watcher = asyncio.ensure_future(_watch(gone, abandoned))
         try:
-            async with self.slots:
-                self.waiting -= 1
-                queued = False
-                return await run_in_threadpool(work)
+            return await run_in_threadpool(work, abandoned)
         finally:
-            if queued:
-                self.waiting -= 1
+            watcher.cancel()
+            self.slots.release()
+
+    async def _take_slot(self, gone: Callable[[], Awaitable[bool]]) -> None:
+        acquire = asyncio.ensure_future(self.slots.acquire())
+        try:
+            while not acquire.done():
+                await asyncio.wait({acquire}, timeout=DISCONNECT_POLL_S)
+                if not acquire.done() and await gone():
+                    raise ClientGone
+            if await gone():  # the slot came at last, but nobody waits for the answer
+                raise ClientGone
+        except BaseException:
+            if acquire.done() and not acquire.cancelled():
+                self.slots.release()
+            else:
+                acquire.cancel()  # a slot granted meanwhile is given back by acquire itself
+            raise
 
     def model_info(self) -> dict[str, Any]:
         predictor, metadata = self.predictor, self.predictor.metadata
@@ -78,29 +112,28 @@ class _Service:
             "classes": predictor.classes,
             "image_size": predictor.preprocessing.image_size,
             "alert_threshold": predictor.alert_threshold,
-            "calibration": metadata.calibration,
-            "gate": metadata.gate or None,
-            "metrics": {"validation": metadata.validation_metrics, "test": metadata.test_metrics},
-            "limits": {
-                "max_file_bytes": self.limits.max_file_bytes,
-                "max_images": self.limits.max_images,
-                "max_pixels": self.limits.max_pixels,
-                "max_side": self.limits.max_side,
-            },
+            "calibration": public_paths(metadata.calibration),
+            "gate": public_paths(metadata.gate) or None,
+            "metrics": public_paths({"validation": metadata.validation_metrics,
+                                     "test": metadata.test_metrics}),
+            "limits": asdict(self.limits),
             "notice": NOTICE,
         }
 
     def predict(
         self, uploads: list[tuple[str, bytes]], gradcam: bool, gradcam_class: str | None,
-        gate: bool = True,
+        gate: bool = True, abandoned: threading.Event | None = None,
     ) -> dict[str, Any]:
         """Decode and predict every upload; refused files are listed under ``skipped``.
 
         Each entry carries ``index``, its position in the request, as file names may repeat.
         Images the dermoscopy gate refuses get no Grad-CAM (there is no class to explain).
+        Stops with :class:`ClientGone` between steps once ``abandoned`` is set.
         """
+        abandoned = abandoned or threading.Event()
         kept, images, skipped = [], [], []
         for index, (filename, data) in enumerate(uploads):
+            _stop_if_set(abandoned)
             try:
                 images.append(read_image(data, filename, self.limits))
                 kept.append((index, filename))
@@ -111,11 +144,13 @@ class _Service:
             if len(skipped) > 1:
                 first.message = f"{first.message} (and {len(skipped) - 1} other file(s) refused)"
             raise first
+        _stop_if_set(abandoned)
         predictions = self.predictor.predict(images, gate=gate)
         results = []
         for (index, name), image, prediction in zip(kept, images, predictions, strict=True):
             result = {"index": index, **prediction.to_dict(), "path": name}
             if gradcam and not (prediction.flagged and not prediction.gate_overridden):
+                _stop_if_set(abandoned)
                 result["gradcam"] = self._gradcam(image, prediction, gradcam_class)
             results.append(result)
         return {
@@ -154,26 +189,20 @@ def create_app(predictor: Predictor, limits: ServeLimits | None = None) -> FastA
         title="melanoscan",
         version=__version__,
         description=f"Melanoma triage of dermoscopy images. {NOTICE}",
+        docs_url=None,  # FastAPI's pages load Swagger UI / ReDoc from a CDN: ours is local
+        redoc_url=None,
     )
     app.state.service = service
-    _install_error_handlers(app)
-
-    @app.middleware("http")
-    async def refuse_oversized_bodies(request: Request, call_next: Any) -> Any:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > service.limits.max_request_bytes:
-            error = UploadError(
-                413, "request_too_large",
-                f"the request body has {int(declared):,} bytes; the limit is "
-                f"{service.limits.max_request_bytes:,} ({service.limits.max_images} files of "
-                f"at most {service.limits.max_file_bytes:,} bytes)",
-            )
-            return _error_response(error)
-        return await call_next(request)
+    install_error_handlers(app)
+    app.add_middleware(RequestGuard, limits=service.limits, admission=service.admission)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(str(STATIC_DIR / "index.html"))
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> FileResponse:
+        return FileResponse(str(STATIC_DIR / "api.html"))
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -182,11 +211,13 @@ def create_app(predictor: Predictor, limits: ServeLimits | None = None) -> FastA
 
     @app.get("/v1/model")
     def model() -> dict[str, Any]:
-        """The model's name, version, classes, alert threshold and the metrics of its card."""
+        """The model's name, version, classes, alert threshold, the metrics of its card and the
+        service's limits. Paths of the data it was trained on are shown by name only."""
         return service.model_info()
 
-    @app.post("/v1/predict")
+    @app.post("/v1/predict", responses=ERROR_RESPONSES)
     async def predict(
+        request: Request,
         images: Annotated[
             list[UploadFile], File(description="One or more images (repeat the field).")
         ],
@@ -208,57 +239,52 @@ def create_app(predictor: Predictor, limits: ServeLimits | None = None) -> FastA
         the dermoscopy gate flags (not dermoscopy, poor quality) is answered with 200, its
         ``headline`` and ``gate_reason`` say why, and it gets no melanoma alert.
         """
-        if len(images) > service.limits.max_images:
-            raise UploadError(
-                413, "too_many_images",
-                f"{len(images)} images sent; the limit is {service.limits.max_images} per request",
-            )
         if gradcam_class is not None and gradcam_class not in predictor.classes:
             raise UploadError(
                 422, "unknown_class",
                 f"gradcam_class {gradcam_class!r} is not one of: {', '.join(predictor.classes)}",
             )
 
-        def work() -> dict[str, Any]:
+        def work(abandoned: threading.Event) -> dict[str, Any]:
             uploads = [(upload.filename or f"image {i + 1}", _read(upload, service.limits))
                        for i, upload in enumerate(images)]
-            return service.predict(uploads, gradcam, gradcam_class, gate)
+            return service.predict(uploads, gradcam, gradcam_class, gate, abandoned)
 
-        return await service.limited(work)
+        return await service.limited(work, request.is_disconnected)
 
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     return app
+
+
+def public_paths(value: Any) -> Any:
+    """``value`` with every absolute file path in its strings (and keys) cut to its last name.
+
+    A user-trained bundle records where its data was (``/home/me/data/isic9``); the service
+    shows ``isic9``. Relative paths and URLs are left as they are.
+    """
+    if isinstance(value, str):
+        return ABSOLUTE_PATH.sub(lambda m: re.split(r"[/\\]", m.group().rstrip("/\\"))[-1],
+                                 value)
+    if isinstance(value, dict):
+        return {public_paths(key): public_paths(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [public_paths(item) for item in value]
+    return value
+
+
+async def _watch(gone: Callable[[], Awaitable[bool]], abandoned: threading.Event) -> None:
+    """Set ``abandoned`` once the client has gone."""
+    while not await gone():
+        await asyncio.sleep(DISCONNECT_POLL_S)
+    abandoned.set()
+
+
+def _stop_if_set(abandoned: threading.Event) -> None:
+    if abandoned.is_set():
+        raise ClientGone
 
 
 def _read(upload: UploadFile, limits: ServeLimits) -> bytes:
     """The upload's bytes, reading at most one byte past the limit."""
     upload.file.seek(0)
     return upload.file.read(limits.max_file_bytes + 1)
-
-
-def _error_response(error: UploadError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if error.status == 503 else None
-    return JSONResponse({"error": error.to_dict()}, status_code=error.status, headers=headers)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(UploadError)
-    async def refused(_request: Request, error: UploadError) -> JSONResponse:
-        return _error_response(error)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, error: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item.get('loc', ()))}: {item.get('msg', '')}"
-            for item in error.errors()
-        )
-        message = (f"{problems}. Send multipart/form-data with one or more files in the field "
-                   "'images'.")
-        return _error_response(UploadError(422, "invalid_request", message))
-
-    @app.exception_handler(Exception)
-    async def crashed(_request: Request, error: Exception) -> JSONResponse:
-        log.exception("unexpected error while serving a request")
-        return _error_response(
-            UploadError(500, "internal_error", f"{type(error).__name__}: {error}")
-        )

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-__all__ = ["ServerStartError", "free_port", "serve_in_background"]
+__all__ = ["ServerStartError", "free_port", "serve_in_background", "server_process"]
 
 
 class ServerStartError(RuntimeError):
@@ -44,6 +44,15 @@ def serve_in_background(
         extra_args: further ``serve`` options, e.g. ``["--max-concurrent", "2"]``.
         start_timeout_s: how long to wait for ``/healthz``.
     """
+    with server_process(model, extra_args, start_timeout_s) as (url, _process):
+        yield url
+
+
+@contextmanager
+def server_process(
+    model: str | Path, extra_args: Sequence[str] = (), start_timeout_s: float = 120.0
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """:func:`serve_in_background`, yielding the server process too (e.g. to read its memory)."""
     port = free_port()
     command = [sys.executable, "-m", "melanoscan", "serve", "--model", str(model),
                "--host", "127.0.0.1", "--port", str(port), *extra_args]
@@ -52,7 +61,7 @@ def serve_in_background(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
         try:
             _wait_until_healthy(url, process, log, start_timeout_s)
-            yield url
+            yield url, process
         finally:
             process.terminate()
             try:

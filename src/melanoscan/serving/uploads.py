@@ -8,35 +8,17 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from melanoscan.data.images import SUPPORTED_FORMATS, ImageDecodeError, decode
+from melanoscan.serving.errors import UploadError
 from melanoscan.serving.limits import ServeLimits
 
-
-class UploadError(Exception):
-    """A request or one of its files refused, as an HTTP status and a JSON error body.
-
-    Args:
-        status: the HTTP status (4xx, or 503 when busy).
-        code: a stable machine-readable name, e.g. ``not_an_image``.
-        message: what was wrong, for a person.
-        filename: the file it concerns, when it concerns one.
-    """
-
-    def __init__(self, status: int, code: str, message: str, filename: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.filename = filename
-
-    def to_dict(self) -> dict[str, str | None]:
-        return {"code": self.code, "message": self.message, "filename": self.filename}
+__all__ = ["UploadError", "read_image"]
 
 
 def read_image(data: bytes, filename: str, limits: ServeLimits) -> Image.Image:
     """Return the upload as an 8-bit RGB image, or raise :class:`UploadError`.
 
-    The format is sniffed from the bytes and the dimensions are read from the header before
-    any pixel is decoded.
+    The format is sniffed from the bytes; the dimensions and aspect ratio are checked from the
+    header before any pixel is decoded.
     """
     if not data:
         raise UploadError(400, "empty_file", "the file is empty (0 bytes)", filename)
@@ -71,6 +53,12 @@ def read_image(data: bytes, filename: str, limits: ServeLimits) -> Image.Image:
             413, "image_too_large",
             f"the image is {width}x{height}; the limits are {limits.max_side} pixels a side and "
             f"{limits.max_pixels:,} pixels in all", filename,
+        )
+    if max(width, height) > limits.max_aspect_ratio * max(min(width, height), 1):
+        raise UploadError(
+            422, "extreme_aspect_ratio",
+            f"the image is {width}x{height}; its longest side may be at most "
+            f"{limits.max_aspect_ratio} times its shortest", filename,
         )
     try:
         return decode(data, name=filename).image
