@@ -81,19 +81,37 @@ class _InterruptAtEpoch(L.Callback):
             raise KeyboardInterrupt
 
 
-def test_interrupted_run_resumes(tiny_data: Path, tmp_path: Path) -> None:
+class _RecordIndices(L.Callback):
+    """The dataset indices each epoch trains on, in order."""
+
+    def __init__(self) -> None:
+        self.epochs: dict[int, list[int]] = {}
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                             batch, batch_idx: int) -> None:  # type: ignore[no-untyped-def]
+        self.epochs.setdefault(trainer.current_epoch, []).extend(batch[2].tolist())
+
+
+def test_interrupted_run_resumes_with_the_same_draws(tiny_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
+    before, after, uninterrupted = _RecordIndices(), _RecordIndices(), _RecordIndices()
     try:
         with pytest.raises(TrainingInterrupted, match="resume with: melanoscan train"):
             train([tiny_data], run, tiny_config(epochs=3), show_progress=False,
-                  callbacks=[_InterruptAtEpoch(2)])
+                  callbacks=[before, _InterruptAtEpoch(2)])
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores SIGINT after
     assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [0, 1]
     assert not (run / "bundle").exists()
-    result = train(None, run, resume=True, show_progress=False)
+    result = train(None, run, resume=True, show_progress=False, callbacks=[after])
     assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [0, 1, 2]
     assert load_bundle(result.bundle_dir).metadata.training["config"]["epochs"] == 3
+
+    train([tiny_data], tmp_path / "whole", tiny_config(epochs=3), show_progress=False,
+          callbacks=[uninterrupted])
+    assert list(after.epochs) == [2]
+    assert {**before.epochs, **after.epochs} == uninterrupted.epochs
+    assert uninterrupted.epochs[2] != uninterrupted.epochs[0]  # each epoch draws anew
 
 
 def test_full_disk_at_checkpoint_is_reported_and_resumable(
