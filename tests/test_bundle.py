@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from melanoscan.bundle import (
     load_bundle,
     read_metadata,
     save_bundle,
+    staged_directory,
     write_metadata,
 )
 from melanoscan.models import create_model
@@ -110,3 +112,18 @@ def test_weights_of_another_architecture(tmp_path: Path) -> None:
     write_metadata(tmp_path / "b", metadata)
     with pytest.raises(BundleError, match="does not load into assignment_cnn"):
         load_bundle(tmp_path / "b")
+
+
+def test_staged_directory_replaces_the_folder_only_when_complete(tmp_path: Path) -> None:
+    target = tmp_path / "bundle"
+    target.mkdir()
+    (target / "weights.pt").write_text("old")
+    with pytest.raises(OSError, match="No space left"), staged_directory(target) as staging:
+        (staging / "weights.pt").write_text("ne")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert (target / "weights.pt").read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]  # no staging folder left behind
+    with staged_directory(target) as staging:
+        (staging / "bundle.json").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["bundle.json"]
+    assert list(tmp_path.iterdir()) == [target]

@@ -15,9 +15,13 @@ Training writes it, calibration and export amend it, evaluation, prediction and 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +51,7 @@ __all__ = [
     "read_metadata",
     "resolve_bundle_path",
     "save_bundle",
+    "staged_directory",
     "write_metadata",
 ]
 
@@ -176,13 +181,21 @@ def save_bundle(
     metadata: BundleMetadata,
     training_images: pd.DataFrame | None = None,
 ) -> Path:
-    """Write a bundle into ``directory`` (created if needed); each file is replaced atomically."""
+    """Write a bundle into ``directory`` (created if needed); each file is replaced atomically.
+
+    Raises:
+        OSError: a file could not be written (full disk); see :func:`staged_directory` for
+            never leaving a partial bundle.
+    """
     import torch
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    atomic_write(directory / WEIGHTS_FILE, lambda tmp: torch.save(state, tmp))
+    # Serialised in memory: torch.save into a file reports a full disk as a RuntimeError.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
     if training_images is not None:
         columns = [c for c in ("content_hash", "image_id", "label", "split", "source")
                    if c in training_images]
@@ -290,13 +303,59 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> Bundle:
 
 
 def atomic_write(target: Path, write: Any) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``target``, then move it into place."""
+    """Call ``write(tmp)`` on a temporary file next to ``target``, sync it, move it into place.
+
+    ``target`` is either its old self or complete: a failed write (a full disk) only removes
+    the temporary file and re-raises.
+    """
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
+        _fsync(tmp)  # a full disk can surface only here (delayed allocation)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+    _fsync(target.parent)  # the rename itself
+
+
+@contextmanager
+def staged_directory(target: Path) -> Iterator[Path]:
+    """A fresh folder beside ``target`` to fill; it replaces ``target`` once the block succeeds.
+
+    If the block fails the folder is removed and ``target`` is left as it was, so a reader
+    never sees a half-written (or empty) directory.
+    """
+    target = Path(target)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        _fsync(staging)
+        old = target.with_name(f".{target.name}.{os.getpid()}.old")
+        if target.exists():
+            os.replace(target, old)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if old.exists():
+                os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+        _fsync(target.parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a directory's entries') data to disk."""
+    if path.is_dir() and os.name == "nt":
+        return  # Windows cannot open a directory for syncing
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _json_default(value: Any) -> Any:

@@ -69,12 +69,10 @@ def test_transform_runs_between_resize_and_normalise(table: pd.DataFrame, tmp_pa
 def test_unreadable_file_gives_a_flagged_zero_image(table: pd.DataFrame, tmp_path: Path) -> None:
     dataset = _dataset(table, tmp_path)
     Path(table.at[1, "path"]).unlink()
-    with pytest.warns(UserWarning, match=r"skipping unreadable image .*img1\.png: file not found"):
-        image, label, index, ok = dataset[1]
+    image, label, index, ok = dataset[1]
     assert (label, index, ok) == (CLASSES.index("nevus"), 1, False)
     assert torch.equal(image, torch.zeros(3, 16, 16))
-    with pytest.warns(UserWarning, match="skipping unreadable image"):
-        images, labels, indices, oks = next(iter(DataLoader(dataset, batch_size=4)))
+    images, labels, indices, oks = next(iter(DataLoader(dataset, batch_size=4)))
     assert images.shape == (4, 3, 16, 16)
     assert labels.dtype == torch.int64
     assert indices.tolist() == [0, 1, 2, 3]

@@ -1,14 +1,17 @@
-"""Holdout sources in prepare_data: a held-out source and every copy of it stay out of training."""
+"""prepare_data: holdout sources stay out of training; what is left out is listed and counted."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from melanoscan.data.splits import EXCLUDED_EVAL_OVERLAP
+from melanoscan.data.manifest import Skipped
+from melanoscan.data.splits import EXCLUDED_CONFLICT, EXCLUDED_EVAL_OVERLAP
 from melanoscan.preprocess import Preprocessing
-from melanoscan.training.prepare import EXCLUDED_FILE, prepare_data
+from melanoscan.training import prepare
+from melanoscan.training.prepare import EXCLUDED_FILE, SKIPPED_FILE, data_notes, prepare_data
 from tests.conftest import random_image
 from tests.training.conftest import make_class_folders, tiny_config
 
@@ -78,3 +81,32 @@ def test_without_holdout_the_same_images_are_trained_on(tmp_path: Path) -> None:
                             run_dir, show_progress=False)
     assert set(prepared.table["split"]) == {"train", "val"}
     assert len(prepared.table) == 3 * 8 + 2
+
+
+def test_notes_count_what_was_left_out_and_name_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folders = make_class_folders(tmp_path / "folders", per_class=8)
+    (folders / "nevus" / "broken.png").write_bytes(b"not an image")
+    # The same pixels as melanoma_0 under another class: a label conflict, both excluded.
+    (folders / "nevus" / "conflict.png").write_bytes(
+        (folders / "melanoma" / "melanoma_0.png").read_bytes())
+    lost = Skipped("gone.png", str(folders), "file not found")  # an original lost before copying
+    monkeypatch.setattr(prepare, "generate_offline_augmentations",
+                        lambda table, *args, **kwargs: (table.iloc[:0], [lost]))
+    config = tiny_config(**{"balance.strategy": "offline"})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    prepared = prepare_data([folders], config, Preprocessing(image_size=32), run_dir,
+                            show_progress=False)
+    skipped = pd.read_csv(run_dir / SKIPPED_FILE)
+    assert sorted(Path(p).name for p in skipped["path"]) == ["broken.png", "gone.png"]
+    excluded = len(pd.read_csv(run_dir / EXCLUDED_FILE))
+    assert excluded >= 2
+    assert data_notes(run_dir, prepared.summary) == [
+        f"2 file(s) skipped as unreadable or unusable: listed in {run_dir / SKIPPED_FILE}",
+        f"{excluded} image(s) excluded ({excluded} {EXCLUDED_CONFLICT}): "
+        f"listed in {run_dir / EXCLUDED_FILE}",
+    ]
+    (run_dir / EXCLUDED_FILE).unlink()  # only files that exist are mentioned
+    assert len(data_notes(run_dir, prepared.summary)) == 1

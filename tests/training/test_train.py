@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import errno
+import re
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from melanoscan import load_bundle
 from melanoscan.data.images import load_rgb
@@ -81,54 +84,140 @@ class _InterruptAtEpoch(L.Callback):
             raise KeyboardInterrupt
 
 
-def test_interrupted_run_resumes(tiny_data: Path, tmp_path: Path) -> None:
+class _RecordIndices(L.Callback):
+    """The dataset indices each epoch trains on, in order."""
+
+    def __init__(self) -> None:
+        self.epochs: dict[int, list[int]] = {}
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                             batch, batch_idx: int) -> None:  # type: ignore[no-untyped-def]
+        self.epochs.setdefault(trainer.current_epoch, []).extend(batch[2].tolist())
+
+
+def test_interrupted_run_resumes_with_the_same_draws(tiny_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
+    before, after, uninterrupted = _RecordIndices(), _RecordIndices(), _RecordIndices()
     try:
         with pytest.raises(TrainingInterrupted, match="resume with: melanoscan train"):
             train([tiny_data], run, tiny_config(epochs=3), show_progress=False,
-                  callbacks=[_InterruptAtEpoch(2)])
+                  callbacks=[before, _InterruptAtEpoch(2)])
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores SIGINT after
     assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [0, 1]
     assert not (run / "bundle").exists()
-    result = train(None, run, resume=True, show_progress=False)
+    result = train(None, run, resume=True, show_progress=False, callbacks=[after])
     assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [0, 1, 2]
     assert load_bundle(result.bundle_dir).metadata.training["config"]["epochs"] == 3
 
+    train([tiny_data], tmp_path / "whole", tiny_config(epochs=3), show_progress=False,
+          callbacks=[uninterrupted])
+    assert list(after.epochs) == [2]
+    assert {**before.epochs, **after.epochs} == uninterrupted.epochs
+    assert uninterrupted.epochs[2] != uninterrupted.epochs[0]  # each epoch draws anew
 
-def test_full_disk_at_checkpoint_is_reported_and_resumable(
+
+def _disk_full_at(monkeypatch: pytest.MonkeyPatch, full: Callable[[Path], bool]) -> None:
+    """Writes of files that ``full`` picks get half-way, then find the disk full."""
+    original = Path.write_bytes
+
+    def write_bytes(path: Path, data) -> int:  # type: ignore[no-untyped-def]
+        if full(path):
+            original(path, bytes(memoryview(data)[: len(memoryview(data)) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return original(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+
+
+def test_full_disk_at_checkpoint_keeps_the_last_good_one_and_resumes(
     tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = L.Trainer.save_checkpoint
+    writes: list[Path] = []
 
-    def save_or_fail(trainer: L.Trainer, path, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if trainer.current_epoch >= 1:  # epoch 0 is saved; then the disk is full
-            raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        return original(trainer, path, *args, **kwargs)
+    def after_epoch_0(path: Path) -> bool:
+        if "last.ckpt" in path.name:
+            writes.append(path)
+        return len(writes) > 1  # epoch 0's last.ckpt is written; then the disk is full
 
-    monkeypatch.setattr(L.Trainer, "save_checkpoint", save_or_fail)
+    _disk_full_at(monkeypatch, after_epoch_0)
     run = tmp_path / "run"
-    with pytest.raises(TrainingError, match=r"No space left on device.*resume with"):
+    with pytest.raises(TrainingError) as failure:
         train([tiny_data], run, tiny_config(), show_progress=False)
-    monkeypatch.setattr(L.Trainer, "save_checkpoint", original)
+    message = str(failure.value)
+    assert re.match(rf"could not write to {re.escape(str(run))}: No space left on device; "
+                    r".*resume with: melanoscan train", message), message
+    assert ".tmp" not in message
+    monkeypatch.undo()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
     result = train(None, run, resume=True, show_progress=False)
     assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [0, 1]
     assert result.bundle_dir is not None and (result.bundle_dir / "weights.pt").exists()
 
 
-class _DeleteFirstTrainingImage(L.Callback):
+def test_full_disk_at_the_bundle_leaves_no_bundle_and_resumes(
+    tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _disk_full_at(monkeypatch, lambda path: ".weights.pt." in path.name)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=rf"could not write the validation record and "
+                       rf"bundle to {re.escape(str(run))}: No space left on device; .*resume with"):
+        train([tiny_data], run, tiny_config(epochs=1), show_progress=False)
+    assert sorted(p.name for p in run.iterdir() if "bundle" in p.name) == []
+    monkeypatch.undo()
+    result = train(None, run, resume=True, show_progress=False)
+    assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [0]  # nothing trained again
+    assert load_bundle(result.bundle_dir).metadata.validation_metrics["best_epoch"] == 0
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_over(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    one_class = make_class_folders(tmp_path / "one_class", 6, ("melanoma",))
+    with pytest.raises(TrainingInputError, match="at least two classes"):
+        train([one_class], run, tiny_config(epochs=1), show_progress=False)
+    try:
+        with pytest.raises(TrainingInterrupted) as interrupted:
+            train([tiny_data], run, tiny_config(epochs=1), show_progress=False,
+                  callbacks=[_InterruptAtEpoch(0)])
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert "--resume" not in str(interrupted.value)
+    assert "run the same command again to start over" in str(interrupted.value)
+    result = train([tiny_data], run, tiny_config(epochs=1), show_progress=False)
+    assert list(pd.read_csv(run / "metrics.csv")["epoch"]) == [0]
+    assert load_bundle(result.bundle_dir).metadata.training["config"]["epochs"] == 1
+
+
+class _DeleteImages(L.Callback):
+    """Deletes the first training and the first validation image once training starts."""
+
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        Path(trainer.datamodule.train_set.paths[0]).unlink()
+        for dataset in (trainer.datamodule.train_set, trainer.datamodule.val_set):
+            self.deleted.append(str(dataset.paths[0]))
+            Path(dataset.paths[0]).unlink()
 
 
-def test_unreadable_image_mid_run_is_skipped(tiny_data: Path, tmp_path: Path) -> None:
-    with pytest.warns(UserWarning, match="skipping unreadable image"):
-        # No cache, and plain shuffling so that every image is read in every epoch.
-        config = tiny_config(**{"data.cache": "none", "balance.strategy": "none"})
-        result = train([tiny_data], tmp_path / "run", config, show_progress=False,
-                       callbacks=[_DeleteFirstTrainingImage()])
-    gone = result.validation_metrics["unreadable_during_training"]
-    assert len(gone) == 1 and not Path(gone[0]).exists()
+def test_unreadable_images_mid_run_are_skipped_and_reported_once(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    (tiny_data / "nevus" / "broken.png").write_bytes(b"not an image")
+    deleted, notes = _DeleteImages(), []
+    # No cache, and plain shuffling so that every image is read in every epoch.
+    config = tiny_config(**{"data.cache": "none", "balance.strategy": "none"})
+    result = train([tiny_data], tmp_path / "run", config, show_progress=False,
+                   callbacks=[deleted], report=notes.append)
+    skipped = tmp_path / "run" / "skipped.csv"
+    assert notes[0] == f"1 file(s) skipped as unreadable or unusable: listed in {skipped}"
+    assert sorted(notes[1:]) == sorted(
+        f"skipping unreadable image {path}: file not found; it is left out of every batch "
+        "from now on" for path in deleted.deleted)  # once each, over 2 epochs
+    assert result.validation_metrics["unreadable_during_training"] == sorted(deleted.deleted)
     assert (result.bundle_dir / "weights.pt").exists()
 
 

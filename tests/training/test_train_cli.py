@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from typer.testing import CliRunner
 
 from melanoscan import load_bundle
 from melanoscan.cli import app
-from melanoscan.training.config import load_config
+from melanoscan.training.config import load_config, save_config
 from tests.conftest import EXAMPLES
 
 runner = CliRunner()
@@ -97,3 +99,19 @@ def test_ctrl_c_exits_130_and_the_run_resumes(tiny_data: Path, tmp_path: Path) -
     result = runner.invoke(app, ["train", "--out", str(out), "--resume", "-q"])
     assert result.exit_code == 0, result.output
     assert len(pd.read_csv(out / "metrics.csv")) == epochs_done + 1
+
+
+def test_damaged_checkpoint_is_refused_without_a_traceback(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    save_config(load_config(None), out / "config.yaml")
+    (out / "run.json").write_text(json.dumps({"data": [str(tmp_path / "data")]}))
+    checkpoint = io.BytesIO()
+    torch.save({"epoch": 3, "state_dict": {"w": torch.zeros(1000)}}, checkpoint)
+    half = checkpoint.getvalue()[: len(checkpoint.getvalue()) // 2]  # cut off by a full disk
+    (out / "checkpoints" / "last.ckpt").write_bytes(half)
+    result = runner.invoke(app, ["train", "--out", str(out), "--resume", "-q"])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert f"cannot resume {out}: checkpoints/last.ckpt is damaged" in text
+    assert "Traceback" not in text

@@ -73,7 +73,8 @@ def train(
     if quiet:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     try:
-        result = run_training(data, out, resolved, resume=resume, show_progress=not quiet)
+        result = run_training(data, out, resolved, resume=resume, show_progress=not quiet,
+                              report=_note)
     except TrainingInterrupted as exc:
         error_console.print(f"[bold yellow]interrupted:[/] {exc}", highlight=False)
         raise typer.Exit(code=130) from None
@@ -92,3 +93,9 @@ def train(
         f"balanced accuracy {metrics['balanced_accuracy']:.3f}"
     )
     console.print(f"Model bundle: {result.bundle_dir}")
+
+
+def _note(text: str) -> None:
+    from rich.markup import escape
+
+    error_console.print(f"[yellow]note:[/] {escape(text)}", highlight=False)

@@ -7,7 +7,6 @@ instead of an exception, so one bad file never ends an epoch; the training step 
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -75,8 +74,9 @@ class LesionDataset(Dataset[Item]):
         label = int(self.labels[index])
         try:
             pixels = self.loader.load(path, str(self.content_hashes[index]) or None)
-        except ImageDecodeError as exc:
-            warnings.warn(f"skipping unreadable image {path}: {exc.reason}", stacklevel=2)
+        except ImageDecodeError:
+            # Not warned here: loader workers would repeat it every epoch. Training reports
+            # each flagged image once (melanoscan.training.callbacks.UnreadableImages).
             size = self.preprocessing.image_size
             return torch.zeros((3, size, size), dtype=torch.float32), label, index, False
         if self.transform is not None:

@@ -84,7 +84,12 @@ class Manifest:
         return Manifest(images=images, skipped=[s for p in parts for s in p.skipped])
 
     def skipped_table(self) -> pd.DataFrame:
-        return pd.DataFrame([vars(s) for s in self.skipped], columns=["path", "source", "reason"])
+        return skipped_table(self.skipped)
+
+
+def skipped_table(skipped: Iterable[Skipped]) -> pd.DataFrame:
+    """Skipped files as a table: ``path``, ``source``, ``reason``."""
+    return pd.DataFrame([vars(s) for s in skipped], columns=["path", "source", "reason"])
 
 
 def empty_table() -> pd.DataFrame:

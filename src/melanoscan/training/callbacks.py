@@ -1,16 +1,22 @@
-"""Callbacks that keep a run's record: per-epoch metrics CSV, curves, throughput."""
+"""Callbacks that keep a run's record: per-epoch metrics CSV, curves, throughput, and the
+images that could not be read mid-run."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pandas as pd
 
+from melanoscan.bundle import atomic_write
+from melanoscan.data.dataset import LesionDataset
+from melanoscan.data.images import ImageDecodeError
 from melanoscan.training.plots import plot_training_curves
 
-__all__ = ["EPOCH_COLUMNS", "EpochRecorder"]
+__all__ = ["EPOCH_COLUMNS", "EpochRecorder", "UnreadableImages"]
 
 EPOCH_COLUMNS = (
     "epoch",
@@ -81,5 +87,56 @@ class EpochRecorder(L.Callback):
         # After a resume, epochs that are being re-run replace their earlier rows.
         self._rows = [r for r in self._rows if r["epoch"] < trainer.current_epoch] + [row]
         table = pd.DataFrame(self._rows, columns=list(EPOCH_COLUMNS))
-        table.to_csv(self.csv_path, index=False)
+        atomic_write(self.csv_path, lambda tmp: table.to_csv(tmp, index=False))
         plot_training_curves(table, self.plot_path)
+
+
+class UnreadableImages(L.Callback):
+    """Collects the images that could not be read mid-run and reports each one once.
+
+    Batches flag such images ``ok=False`` (the model leaves them out); a damaged file comes back
+    in every epoch, from every loader worker, so it is reported only the first time. The list
+    is kept in checkpoints, so a resumed run does not report it again.
+
+    Args:
+        report: called with one line per newly unreadable image.
+    """
+
+    def __init__(self, report: Callable[[str], None]) -> None:
+        self.report = report
+        self.paths: set[str] = set()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._record(batch, trainer.datamodule.train_set)  # type: ignore[attr-defined]
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                outputs: Any, batch: Any, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        self._record(batch, trainer.datamodule.val_set)  # type: ignore[attr-defined]
+
+    def _record(self, batch: Any, dataset: LesionDataset) -> None:
+        _, _, indices, ok = batch
+        if bool(ok.all()):
+            return
+        for index in indices[~ok].tolist():
+            path = str(dataset.paths[index])
+            if path not in self.paths:
+                self.paths.add(path)
+                self.report(f"skipping unreadable image {path}: {_reason(dataset, index)}; "
+                            "it is left out of every batch from now on")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"paths": sorted(self.paths)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.paths.update(state_dict.get("paths", []))
+
+
+def _reason(dataset: LesionDataset, index: int) -> str:
+    """Why the image cannot be read (loaded again once, here: workers only flag it)."""
+    try:
+        dataset.loader.load(str(dataset.paths[index]), str(dataset.content_hashes[index]) or None)
+    except ImageDecodeError as exc:
+        return exc.reason
+    return "it failed to load during the run"

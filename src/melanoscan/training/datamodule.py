@@ -7,9 +7,10 @@ from functools import partial
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from melanoscan.data.augment import augment as apply_augmentation
 from melanoscan.data.augment import build_train_transform
@@ -18,7 +19,8 @@ from melanoscan.data.dataset import LesionDataset, balanced_sample_weights
 from melanoscan.preprocess import Preprocessing
 from melanoscan.training.config import TrainConfig
 
-__all__ = ["LesionDataModule", "default_num_workers"]
+__all__ = ["EpochSeededRandomSampler", "EpochSeededWeightedSampler", "LesionDataModule",
+           "default_num_workers"]
 
 
 def default_num_workers(processes_per_node: int = 1) -> int:
@@ -26,6 +28,41 @@ def default_num_workers(processes_per_node: int = 1) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     spare = max(1, (cores or 1) // max(1, processes_per_node) - 1)
     return min(8, spare)
+
+
+class _EpochSeeded:
+    """Reseeds the sampler's generator from ``(seed, epoch)`` when Lightning starts an epoch.
+
+    Lightning calls ``set_epoch`` at the start of every epoch (through the DDP wrapper too), with
+    the epoch restored from the checkpoint on resume, so a resumed run draws the same images in
+    the same order as an uninterrupted one.
+    """
+
+    generator: torch.Generator
+    seed: int
+
+    def set_epoch(self, epoch: int) -> None:
+        mixed = np.random.SeedSequence([self.seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+        self.generator.manual_seed(int(mixed))
+
+
+class EpochSeededWeightedSampler(_EpochSeeded, WeightedRandomSampler):
+    """Weighted draws with replacement, reproducible per epoch (see :class:`_EpochSeeded`)."""
+
+    def __init__(self, weights: list[float], num_samples: int, seed: int) -> None:
+        super().__init__(weights, num_samples=num_samples, replacement=True,
+                         generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+
+class EpochSeededRandomSampler(_EpochSeeded, RandomSampler):
+    """A shuffle of the whole dataset, reproducible per epoch (see :class:`_EpochSeeded`)."""
+
+    def __init__(self, data_source: LesionDataset, seed: int) -> None:
+        super().__init__(data_source, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
 
 
 class LesionDataModule(L.LightningDataModule):
@@ -75,16 +112,15 @@ class LesionDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.config.seed)
+        sampler: EpochSeededWeightedSampler | EpochSeededRandomSampler
         if self.config.balance.strategy == "sampler":
             weights = balanced_sample_weights(self.train_set.labels,
                                               self.config.balance.sampler_power)
             samples = self.config.balance.epoch_samples or len(weights)
-            sampler = WeightedRandomSampler(
-                weights.tolist(), num_samples=samples, replacement=True, generator=generator
-            )
-            return self._loader(self.train_set, sampler=sampler, drop_last=False)
-        return self._loader(self.train_set, shuffle=True, generator=generator)
+            sampler = EpochSeededWeightedSampler(weights.tolist(), samples, self.config.seed)
+        else:
+            sampler = EpochSeededRandomSampler(self.train_set, self.config.seed)
+        return self._loader(self.train_set, sampler=sampler, drop_last=False)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)

@@ -40,8 +40,8 @@ class LesionClassifier(L.LightningModule):
     """Trains a classifier with cross-entropy and reports validation balanced accuracy.
 
     Batches are ``(images, labels, indices, ok)``; rows with ``ok`` false (an image that could
-    not be read mid-epoch) are left out of the loss and their dataset indices recorded in
-    :attr:`unreadable`.
+    not be read mid-epoch) are left out of the loss (the run's ``UnreadableImages`` callback
+    records them).
 
     Args:
         model: the network, returning logits.
@@ -79,15 +79,13 @@ class LesionClassifier(L.LightningModule):
         self.low_res_epochs = low_res_epochs
         self.low_res_size = low_res_size
         self.train_seen = 0  # images this process trained on in the current epoch
-        self.unreadable: set[int] = set()
 
     def forward(self, images: Tensor) -> Tensor:
         return self.model(images.contiguous(memory_format=self.memory_format))
 
     def _loss(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor] | None:
-        images, labels, indices, ok = batch
+        images, labels, _, ok = batch
         if not bool(ok.all()):
-            self.unreadable.update(int(i) for i in indices[~ok])
             images, labels = images[ok], labels[ok]
         if len(labels) == 0:
             return None

@@ -17,14 +17,14 @@ import pandas as pd
 from melanoscan import taxonomy
 from melanoscan.data.augment import augment, build_train_transform
 from melanoscan.data.cache import ResizedImageLoader
-from melanoscan.data.manifest import scan
+from melanoscan.data.manifest import Skipped, scan, skipped_table
 from melanoscan.data.offline_augment import generate_offline_augmentations
 from melanoscan.data.sources import HOLDOUT_SPLIT, DataSourceError, read_sources
 from melanoscan.data.splits import CleaningPolicy, train_val_split
 from melanoscan.preprocess import Preprocessing
 from melanoscan.training.config import TrainConfig
 
-__all__ = ["PreparedData", "TrainingDataError", "prepare_data", "read_prepared"]
+__all__ = ["PreparedData", "TrainingDataError", "data_notes", "prepare_data", "read_prepared"]
 
 SPLIT_FILE = "split.csv"
 EXCLUDED_FILE = "excluded.csv"
@@ -73,12 +73,12 @@ def prepare_data(
     except DataSourceError as exc:
         raise TrainingDataError(str(exc)) from None
     if len(manifest) == 0:
-        raise TrainingDataError(
-            f"no readable image in {', '.join(map(str, data))}"
-            + (f" ({len(manifest.skipped)} files skipped, see skipped.csv)" if manifest.skipped
-               else "")
-        )
-    manifest.skipped_table().to_csv(run_dir / SKIPPED_FILE, index=False)
+        skipped_note = ""
+        if manifest.skipped:
+            manifest.skipped_table().to_csv(run_dir / SKIPPED_FILE, index=False)
+            skipped_note = (f" ({len(manifest.skipped)} files skipped, listed in "
+                            f"{run_dir / SKIPPED_FILE})")
+        raise TrainingDataError(f"no readable image in {', '.join(map(str, data))}{skipped_note}")
     _check_classes(manifest.images)
     policy = CleaningPolicy(
         exclude_label_conflicts=config.data.exclude_label_conflicts,
@@ -104,6 +104,7 @@ def prepare_data(
             table, config, preprocessing, run_dir, show_progress
         )
         skipped = [*skipped, *offline_skipped]
+    skipped_table(skipped).to_csv(run_dir / SKIPPED_FILE, index=False)
     result.excluded.to_csv(run_dir / EXCLUDED_FILE, index=False)
     if not result.relabelled.empty:
         result.relabelled.to_csv(run_dir / RELABELLED_FILE, index=False)
@@ -121,6 +122,22 @@ def prepare_data(
     }
     (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return PreparedData(table, summary, warnings)
+
+
+def data_notes(run_dir: Path, summary: dict[str, Any]) -> list[str]:
+    """One line per kind of image left out (or relabelled), with its count and the file that
+    lists them; kinds with nothing in them, or whose file is missing, are not mentioned."""
+    excluded = summary.get("excluded") or {}
+    reasons = "; ".join(f"{count} {reason}" for reason, count in excluded.items())
+    kinds = [
+        (int(summary.get("skipped") or 0), "file(s) skipped as unreadable or unusable",
+         SKIPPED_FILE),
+        (sum(excluded.values()), f"image(s) excluded ({reasons})", EXCLUDED_FILE),
+        (int(summary.get("relabelled") or 0), "image(s) relabelled by their official label",
+         RELABELLED_FILE),
+    ]
+    return [f"{count} {what}: listed in {run_dir / name}"
+            for count, what, name in kinds if count and (run_dir / name).exists()]
 
 
 def read_prepared(run_dir: Path) -> PreparedData:
@@ -192,7 +209,7 @@ def _add_offline_augmentations(
     preprocessing: Preprocessing,
     run_dir: Path,
     show_progress: bool,
-) -> tuple[pd.DataFrame, list]:
+) -> tuple[pd.DataFrame, list[Skipped]]:
     """The notebook's rebalancing, after the split: augmented copies of training images only."""
     train = table[table["split"] == "train"]
     loader = ResizedImageLoader(preprocessing, mode="none")

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,18 +23,26 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from melanoscan import taxonomy
-from melanoscan.bundle import BundleMetadata, save_bundle
+from melanoscan.bundle import BundleMetadata, save_bundle, staged_directory
 from melanoscan.data.dataset import inverse_frequency_weights
 from melanoscan.evaluation.gate_fit import fit_training_gate
 from melanoscan.models.factory import create_model, get_model_spec
 from melanoscan.preprocess import Preprocessing
-from melanoscan.training.callbacks import EpochRecorder
+from melanoscan.training.callbacks import EpochRecorder, UnreadableImages
+from melanoscan.training.checkpoints import AtomicCheckpointIO, checkpoint_problem
 from melanoscan.training.config import ConfigError, TrainConfig, load_config, save_config
 from melanoscan.training.datamodule import LesionDataModule
 from melanoscan.training.module import LesionClassifier
 from melanoscan.training.prepare import (
+    EXCLUDED_FILE,
+    OFFLINE_DIR,
+    RELABELLED_FILE,
+    SKIPPED_FILE,
+    SPLIT_FILE,
+    SUMMARY_FILE,
     PreparedData,
     TrainingDataError,
+    data_notes,
     prepare_data,
     read_prepared,
 )
@@ -49,7 +58,14 @@ __all__ = [
 
 CONFIG_FILE = "config.yaml"
 RUN_FILE = "run.json"
-LAST_CHECKPOINT = "checkpoints/last.ckpt"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = f"{CHECKPOINT_DIR}/last.ckpt"
+BUNDLE_DIR = "bundle"
+# What an attempt writes before its first checkpoint; removed when that attempt is restarted.
+ATTEMPT_FILES = (CONFIG_FILE, RUN_FILE, SPLIT_FILE, EXCLUDED_FILE, SKIPPED_FILE,
+                 RELABELLED_FILE, SUMMARY_FILE, "metrics.csv", "training_curves.png",
+                 "confusion_matrix_val.png", "validation_predictions.csv")
+FREE_SPACE = "free space (or fix permissions) and "
 
 
 class TrainingError(Exception):
@@ -90,6 +106,18 @@ def resume_hint(run_dir: Path) -> str:
     return f"resume with: melanoscan train --out {run_dir} --resume"
 
 
+def next_step(run_dir: Path, fix: str = "") -> str:
+    """What to do after a failure: resume if an epoch was saved, otherwise start over."""
+    if (run_dir / LAST_CHECKPOINT).exists():
+        return (f"checkpoints of completed epochs are kept in {run_dir / CHECKPOINT_DIR}; "
+                f"{fix}{resume_hint(run_dir)}")
+    return f"no epoch was completed; {fix}run the same command again to start over"
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, stacklevel=3)
+
+
 def train(
     data: Sequence[Path] | None,
     run_dir: Path,
@@ -98,6 +126,7 @@ def train(
     resume: bool = False,
     show_progress: bool = True,
     callbacks: Sequence[L.Callback] = (),
+    report: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train a model on ``data`` into ``run_dir`` (or resume the run there).
 
@@ -108,6 +137,9 @@ def train(
         resume: continue from ``run_dir``'s last checkpoint with its saved config and split.
         show_progress: progress bars.
         callbacks: extra Lightning callbacks.
+        report: receives one-line notes as they arise: what data preparation skipped, excluded
+            or relabelled (with the file listing them), and each image that turns out
+            unreadable mid-run (once); default: :func:`warnings.warn`.
 
     Raises:
         TrainingError: bad data, an existing run without ``resume``, a failed write (full disk),
@@ -127,41 +159,51 @@ def train(
     preprocessing = Preprocessing.for_model(
         config.model.name, config.model.image_size, config.model.colour_constancy
     )
+    report = report or _warn
     prepared = _prepared(data, config, preprocessing, run_dir, primary and not resume,
                          show_progress)
+    if primary:
+        for line in data_notes(run_dir, prepared.summary):
+            report(line)
     L.seed_everything(config.seed, workers=True, verbose=False)
     datamodule = LesionDataModule(prepared.table, preprocessing, config)
     module = _build_module(config, preprocessing, datamodule)
     checkpoint = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="best", monitor=config.monitor,
+        dirpath=run_dir / CHECKPOINT_DIR, filename="best", monitor=config.monitor,
         mode=_mode(config.monitor), enable_version_counter=False,
     )
     # Lightning's own save_last only writes when the best improves; resuming needs every epoch.
     latest = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+        dirpath=run_dir / CHECKPOINT_DIR, filename="last", monitor=None, save_top_k=1,
         enable_version_counter=False,
     )
+    unreadable = UnreadableImages(report)
     trainer = _trainer(config, run_dir, show_progress, [
-        checkpoint, latest, *_stopping(config), EpochRecorder(run_dir), *callbacks
+        checkpoint, latest, *_stopping(config), EpochRecorder(run_dir), unreadable, *callbacks
     ])
     ckpt_path = run_dir / LAST_CHECKPOINT if resume else None
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SystemExit:
         # Lightning turns Ctrl-C into a graceful shutdown followed by sys.exit(1).
-        raise TrainingInterrupted(
-            f"training interrupted; checkpoints of completed epochs are in "
-            f"{run_dir / 'checkpoints'}; {resume_hint(run_dir)}"
-        ) from None
+        raise TrainingInterrupted(f"training interrupted; {next_step(run_dir)}") from None
     except OSError as exc:
+        # Named by the run folder: the failed file is a temporary one, gone by now.
         raise TrainingError(
-            f"could not write to {exc.filename or run_dir}: {exc.strerror or exc}; "
-            f"free space (or fix permissions) and {resume_hint(run_dir)}"
+            f"could not write to {run_dir}: {exc.strerror or exc}; "
+            f"{next_step(run_dir, FREE_SPACE)}"
         ) from None
     if not trainer.is_global_zero:
         return TrainResult(run_dir, None, warnings=prepared.warnings)
     best = checkpoint.best_model_path or str(run_dir / LAST_CHECKPOINT)
-    return _finish(run_dir, config, preprocessing, prepared, module, datamodule, Path(best))
+    try:
+        return _finish(run_dir, config, preprocessing, prepared, module, datamodule,
+                       Path(best), sorted(unreadable.paths))
+    except OSError as exc:
+        raise TrainingError(
+            f"could not write the validation record and bundle to {run_dir}: "
+            f"{exc.strerror or exc}; {next_step(run_dir, FREE_SPACE)}"
+        ) from None
 
 
 def _finish(
@@ -172,34 +214,45 @@ def _finish(
     module: LesionClassifier,
     datamodule: LesionDataModule,
     best: Path,
+    unreadable: list[str],
 ) -> TrainResult:
     """Best checkpoint → validation record and calibration → bundle (first process only)."""
     checkpoint = torch.load(best, map_location="cpu", weights_only=False)  # our own file
     module.load_state_dict(checkpoint["state_dict"])
     metrics, calibration = validation_record(module.model.cpu().eval(), datamodule, run_dir)
     metrics["best_epoch"] = int(checkpoint["epoch"])
-    metrics["unreadable_during_training"] = sorted(
-        str(datamodule.train_set.paths[i]) for i in module.unreadable
-    )
+    metrics["unreadable_during_training"] = unreadable
     bundle_dir = _write_bundle(run_dir, config, preprocessing, prepared, module, metrics,
                                calibration)
-    fit_training_gate(bundle_dir, prepared.table, run_dir.name, show_progress=False)
     return TrainResult(run_dir, bundle_dir, metrics, prepared.warnings)
 
 
 def _start_run(run_dir: Path, config: TrainConfig, data: Sequence[Path] | None) -> None:
     if not data:
         raise TrainingInputError("no data source given (--data)")
-    if (run_dir / CONFIG_FILE).exists():
+    if (run_dir / LAST_CHECKPOINT).exists():
         raise TrainingInputError(
             f"{run_dir} already holds a run; pick a new --out, or {resume_hint(run_dir)}"
         )
+    if (run_dir / BUNDLE_DIR).exists():
+        raise TrainingInputError(f"{run_dir} already holds a model bundle; pick a new --out")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if (run_dir / CONFIG_FILE).exists():
+            _clear_attempt(run_dir)
         save_config(config, run_dir / CONFIG_FILE)
         (run_dir / RUN_FILE).write_text(json.dumps({"data": [str(d) for d in data]}) + "\n")
     except OSError as exc:
         raise TrainingError(f"cannot write to {run_dir}: {exc.strerror or exc}") from None
+
+
+def _clear_attempt(run_dir: Path) -> None:
+    """Remove what an attempt that never saved a checkpoint left (a failure or Ctrl-C during
+    data preparation or the first epoch), so that the same command starts it over."""
+    for name in ATTEMPT_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for name in (CHECKPOINT_DIR, OFFLINE_DIR):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
 
 
 def _resumed_run(
@@ -208,13 +261,20 @@ def _resumed_run(
     if not (run_dir / LAST_CHECKPOINT).exists():
         raise TrainingInputError(
             f"nothing to resume in {run_dir}: {LAST_CHECKPOINT} is missing (a run writes it "
-            "at the end of its first epoch)"
+            "at the end of its first epoch); run the original command again to start over"
         )
     try:
         config = load_config(run_dir / CONFIG_FILE)
         saved = [Path(d) for d in json.loads((run_dir / RUN_FILE).read_text())["data"]]
     except (ConfigError, OSError, ValueError, KeyError) as exc:
         raise TrainingInputError(f"cannot resume {run_dir}: {exc}") from None
+    problem = checkpoint_problem(run_dir / LAST_CHECKPOINT)
+    if problem:
+        raise TrainingInputError(
+            f"cannot resume {run_dir}: {LAST_CHECKPOINT} is damaged ({problem}); pick a new "
+            f"--out, or delete {run_dir / CHECKPOINT_DIR} and run the original command again "
+            "to start over"
+        )
     if data and [str(d) for d in data] != [str(d) for d in saved]:
         raise TrainingInputError(f"{run_dir} was trained on {saved}; resume it with the same data")
     return config, saved
@@ -235,6 +295,15 @@ def _prepared(
         return read_prepared(run_dir)
     except TrainingDataError as exc:
         raise TrainingInputError(str(exc)) from None
+    except OSError as exc:
+        raise TrainingError(
+            f"could not prepare the data in {run_dir}: {exc.strerror or exc}; "
+            f"{next_step(run_dir, FREE_SPACE)}"
+        ) from None
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(
+            f"interrupted while preparing the data; {next_step(run_dir)}"
+        ) from None
 
 
 def model_kwargs(config: TrainConfig, preprocessing: Preprocessing) -> dict[str, Any]:
@@ -294,6 +363,7 @@ def _trainer(
         enable_progress_bar=show_progress,
         enable_model_summary=False,
         log_every_n_steps=10,
+        plugins=[AtomicCheckpointIO()],
     )
 
 
@@ -320,11 +390,9 @@ def _write_bundle(
     )
     table = prepared.table
     used = table[table["split"].isin(["train", "val"])]
-    try:
-        return save_bundle(run_dir / "bundle", module.model, metadata, training_images=used)
-    except OSError as exc:
-        raise TrainingError(
-            f"could not write the bundle to {run_dir / 'bundle'}: {exc.strerror or exc}; the "
-            f"checkpoints are kept in {run_dir / 'checkpoints'}"
-        ) from None
+    # Built beside and renamed into place: a failure (full disk) leaves no partial bundle.
+    with staged_directory(run_dir / BUNDLE_DIR) as staging:
+        save_bundle(staging, module.model, metadata, training_images=used)
+        fit_training_gate(staging, table, run_dir.name, show_progress=False)
+    return run_dir / BUNDLE_DIR
 
