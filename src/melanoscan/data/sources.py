@@ -39,6 +39,7 @@ from pathlib import Path
 import pandas as pd
 
 from melanoscan import taxonomy
+from melanoscan.data.folders import Unlisted, list_files
 from melanoscan.data.images import is_image_file
 from melanoscan.data.manifest import MANIFEST_COLUMNS, Manifest, Skipped, make_table
 
@@ -159,13 +160,14 @@ def read_class_folders(root: Path, *, source: str, split: str | None = None) -> 
     skipped: list[Skipped] = []
     for class_dir in subdirs:
         label = taxonomy.class_from_folder(class_dir.name)
-        files = [f for f in sorted(class_dir.rglob("*")) if f.is_file() and not _hidden(f, root)]
-        images = [f for f in files if is_image_file(f)]
+        listing = list_files(class_dir, skip_hidden=True)
+        images = [f for f in listing.files if is_image_file(f)]
         skipped += [
             Skipped(str(f.resolve()), source, f"not an image file (suffix {f.suffix or 'none'!r})")
-            for f in files
+            for f in listing.files
             if not is_image_file(f)
         ]
+        skipped += [_skipped(entry, source) for entry in listing.unlisted]
         if not images:
             raise DataSourceError(f"class folder {class_dir} contains no images")
         rows += [
@@ -198,12 +200,13 @@ def read_csv_source(
             f",UNK), ISIC 2020 ({','.join(ISIC2020_REQUIRED)},...) or HAM10000 metadata "
             f"({','.join(HAM_REQUIRED)},...)"
         )
-    index = _image_index(Path(images_dir) if images_dir else csv_path.parent)
+    index, unlisted = _image_index(Path(images_dir) if images_dir else csv_path.parent)
     source = source or str(csv_path)
     records, first_line = _csv_records(csv_path, kind)
     if not records:
         raise DataSourceError(f"{csv_path}: the CSV has a header but no rows")
     rows, skipped = _read_csv_rows(kind, records, first_line, index, source, csv_path)
+    skipped += [_skipped(entry, source) for entry in unlisted]
     if not rows:
         raise DataSourceError(
             f"{csv_path}: none of its {len(records)} rows has a usable image "
@@ -426,15 +429,22 @@ def _csv_kind(csv_path: Path) -> str | None:
     return None
 
 
-def _image_index(root: Path) -> dict[str, Path]:
-    """Map lower-cased file stems to image paths under ``root`` (recursive)."""
+def _image_index(root: Path) -> tuple[dict[str, Path], list[Unlisted]]:
+    """Map lower-cased file stems to image paths under ``root`` (recursive).
+
+    Also returns the unreadable folders and the image-named entries that are no usable file
+    (broken links, link loops).
+    """
     if not root.is_dir():
         raise DataSourceError(f"image folder not found: {root}")
-    return {
-        f.stem.lower(): f.resolve()
-        for f in sorted(root.rglob("*"))
-        if f.is_file() and is_image_file(f) and not _hidden(f, root)
-    }
+    listing = list_files(root, skip_hidden=True)
+    index = {f.stem.lower(): f.resolve() for f in listing.files if is_image_file(f)}
+    return index, [u for u in listing.unlisted if u.folder or is_image_file(u.path)]
+
+
+def _skipped(entry: Unlisted, source: str) -> Skipped:
+    # absolute(), not resolve(): resolving a link loop raises.
+    return Skipped(str(entry.path.absolute()), source, entry.reason)
 
 
 def _holds_class_folders(root: Path) -> bool:
@@ -443,10 +453,6 @@ def _holds_class_folders(root: Path) -> bool:
 
 def _visible_subdirs(root: Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def _isic_id(name: str) -> str | None:
