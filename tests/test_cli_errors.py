@@ -3,12 +3,17 @@
 Never a traceback, never a cut-off file (issue 16).
 """
 
+import json
+import os
 from pathlib import Path
 
 import pandas as pd
-from typer.testing import CliRunner
+import pytest
+from typer.testing import CliRunner, Result
 
 from melanoscan.cli import app
+from melanoscan.data.sources import read_source
+from melanoscan.files import NAME_ERRORS
 from tests.conftest import ImageWriter
 from tests.data.test_folders import make_awkward_tree
 
@@ -55,3 +60,95 @@ def test_audit_and_split_list_links_as_skipped(tmp_path: Path, write_image: Imag
     assert result.exit_code == 0, result.output
     skipped = pd.read_csv(out.with_name("manifest.skipped.csv"))
     assert sorted(Path(p).name for p in skipped["path"]) == ["broken.jpg", "loop.jpg"]
+
+
+ODD_NAME = "lesion_\udcff.png"
+"""The file name bytes ``lesion_\\xff.png`` (not UTF-8), as Python gives them on Linux."""
+
+
+def odd_tree(root: Path, write_image: ImageWriter) -> Path:
+    make_tree(root, write_image)
+    try:
+        write_image(root / "nevus" / ODD_NAME, seed=50)
+    except (UnicodeEncodeError, OSError):
+        pytest.skip("this file system refuses file names that are not UTF-8")
+    return root
+
+
+def test_predict_writes_names_that_are_not_utf8(
+    tmp_path: Path, write_image: ImageWriter, tiny_bundle: Path
+) -> None:
+    root = odd_tree(tmp_path / "data", write_image)
+    base = ["predict", str(root), "--model", str(tiny_bundle), "-q", "--no-gate"]
+    result = runner.invoke(app, [*base, "--format", "csv", "--output", str(tmp_path / "p.csv"),
+                                 "--report", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    assert b"lesion_\xff.png" in (tmp_path / "p.csv").read_bytes()  # the name's own bytes
+    table = pd.read_csv(tmp_path / "p.csv", encoding_errors=NAME_ERRORS)
+    assert all(Path(p).exists() for p in table["path"]) and len(table) == 13
+    page = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert "lesion_\\xff.png" in page
+    result = runner.invoke(app, [*base, "--format", "json", "--output", str(tmp_path / "p.json")])
+    assert result.exit_code == 0, result.output
+    paths = [p["path"] for p in json.loads((tmp_path / "p.json").read_text())["predictions"]]
+    assert str(root / "nevus" / ODD_NAME) in paths
+    result = runner.invoke(app, [*base, "--format", "csv"])  # on stdout
+    assert result.exit_code == 0, result.output
+    assert b"lesion_\xff.png" in result.stdout_bytes
+
+
+def test_audit_and_split_write_names_that_are_not_utf8(
+    tmp_path: Path, write_image: ImageWriter
+) -> None:
+    root = odd_tree(tmp_path / "data", write_image)
+    (root / "melanoma" / "lesion_\udcfe.txt").write_text("not an image")  # a skipped file
+    result = runner.invoke(app, ["audit", str(root), "-q", "--out", str(tmp_path / "audit")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "audit" / "report.html").read_text(encoding="utf-8")
+    assert "lesion_\\xfe.txt" in page
+    assert json.loads((tmp_path / "audit" / "report.json").read_text())["skipped"]
+    out = tmp_path / "split" / "manifest.csv"
+    result = runner.invoke(app, ["split", str(root), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    manifest = read_source(out)  # melanoscan reads its manifest back: the paths name the files
+    assert len(manifest) == 13 and all(Path(p).exists() for p in manifest.images["path"])
+    skipped = pd.read_csv(out.with_name("manifest.skipped.csv"), encoding_errors=NAME_ERRORS)
+    assert [Path(p).name for p in skipped["path"]] == ["lesion_\udcfe.txt"]
+
+
+def one_line_error(result: Result, *needles: str) -> None:
+    """Exit code 2 and a one-line message holding ``needles``; no traceback."""
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    assert result.stderr.startswith("error:") and result.stderr.count("error:") == 1
+    for needle in needles:
+        assert flat(needle) in flat(result.stderr)
+
+
+def test_csvs_that_are_not_utf8_are_one_line_errors(
+    tmp_path: Path, write_image: ImageWriter
+) -> None:
+    write_image(tmp_path / "images" / "ISIC_0000001.jpg", seed=1)
+    latin = tmp_path / "ISIC-2017_GroundTruth.csv"
+    latin.write_bytes(b"image_id,melanoma,seborrheic_keratosis\nISIC_0000001,1.0,0.0\n"
+                      b"ISIC_0000002,0.0,0.0 # l\xe9sion\n")
+    one_line_error(runner.invoke(app, ["audit", str(latin), "-q"]), str(latin),
+                   "is not UTF-8 text (byte 0xe9")
+    binary = tmp_path / "binary" / "labels.csv"
+    binary.parent.mkdir()
+    binary.write_bytes(bytes(range(256)) * 4)
+    one_line_error(runner.invoke(app, ["split", str(binary.parent), "--out",
+                                       str(tmp_path / "m.csv"), "-q"]), str(binary))
+    one_line_error(runner.invoke(app, ["evaluate", "--data", str(latin), "-q"]), str(latin))
+
+
+def test_a_manifest_with_latin1_file_names_is_read_as_bytes(
+    tmp_path: Path, write_image: ImageWriter
+) -> None:
+    root = odd_tree(tmp_path / "data", write_image)
+    manifest = tmp_path / "m.csv"
+    manifest.write_bytes(b"path,label,source_label,taxonomy,source,split,group_id,image_id,"
+                         b"content_hash\n" + os.fsencode(root / "nevus" / ODD_NAME)
+                         + b",nevus,nevus,isic9,x,,,,\n")
+    assert read_source(manifest).images["path"].tolist() == [str(root / "nevus" / ODD_NAME)]

@@ -16,7 +16,6 @@ Training writes it, calibration and export amend it, evaluation, prediction and 
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from PIL import Image
 
 from melanoscan import __version__
 from melanoscan.evaluation.calibration import softmax
+from melanoscan.files import NAME_ERRORS, atomic_write, write_csv
 from melanoscan.preprocess import Preprocessing
 
 if TYPE_CHECKING:  # torch is imported only where weights are read or run, so that reading
@@ -167,7 +167,7 @@ class Bundle:
         path = self.path / TRAINING_IMAGES_FILE
         if not path.exists():
             return pd.DataFrame(columns=["content_hash", "label", "split"])
-        return pd.read_csv(path)
+        return pd.read_csv(path, encoding_errors=NAME_ERRORS)
 
 
 def save_bundle(
@@ -186,10 +186,7 @@ def save_bundle(
     if training_images is not None:
         columns = [c for c in ("content_hash", "image_id", "label", "split", "source")
                    if c in training_images]
-        atomic_write(
-            directory / TRAINING_IMAGES_FILE,
-            lambda tmp: training_images[columns].to_csv(tmp, index=False),
-        )
+        write_csv(training_images[columns], directory / TRAINING_IMAGES_FILE)
     write_metadata(directory, metadata)
     return directory
 
@@ -287,16 +284,6 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> Bundle:
         raise BundleError(f"{weights} does not load into {arch['name']}: {first_line}") from None
     model.to(device).eval()
     return Bundle(directory, metadata, model, preprocessing)
-
-
-def atomic_write(target: Path, write: Any) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``target``, then move it into place."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _json_default(value: Any) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,6 +12,7 @@ from rich.console import Console
 
 from melanoscan import __version__
 from melanoscan.data.sources import DataSourceError
+from melanoscan.files import NAME_ERRORS
 
 if TYPE_CHECKING:
     from melanoscan.data.manifest import Manifest
@@ -58,6 +61,10 @@ def main(
     ] = False,
 ) -> None:
     """melanoscan: research tool for dermoscopy images. Not a medical device."""
+    # A file name that is not UTF-8 goes to stdout as its original bytes (as ls prints it),
+    # whatever the locale; strict encoding would end the command (melanoscan.files).
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors=NAME_ERRORS)
 
 
 def fail(message: str) -> typer.Exit:

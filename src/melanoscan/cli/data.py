@@ -20,6 +20,7 @@ from melanoscan.cli._app import (
     read_and_scan,
 )
 from melanoscan.data.duplicates import NEAR_DUPLICATE_MAX_DISTANCE
+from melanoscan.files import write_csv
 
 
 @app.command()
@@ -123,16 +124,13 @@ def split(
     except ValueError as exc:
         raise fail(str(exc)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
-    result.table.to_csv(out, index=False)
-    excluded_path = out.with_name(out.stem + ".excluded.csv")
-    result.excluded.to_csv(excluded_path, index=False)
-    skipped_path = out.with_name(out.stem + ".skipped.csv")
-    manifest.skipped_table().to_csv(skipped_path, index=False)
-    written = [out, excluded_path, skipped_path]
+    written = [
+        write_csv(result.table, out),
+        write_csv(result.excluded, out.with_name(out.stem + ".excluded.csv")),
+        write_csv(manifest.skipped_table(), out.with_name(out.stem + ".skipped.csv")),
+    ]
     if resolve_by_authority:
-        relabelled_path = out.with_name(out.stem + ".relabelled.csv")
-        result.relabelled.to_csv(relabelled_path, index=False)
-        written.append(relabelled_path)
+        written.append(write_csv(result.relabelled, out.with_name(out.stem + ".relabelled.csv")))
     summary = result.summary()
     summary["skipped"] = len(manifest.skipped)
     console.print_json(json.dumps(summary))

@@ -47,6 +47,7 @@ def predict(
     predict); 3 none skipped, but the gate flagged some images (listed with the reason).
     """
     from melanoscan.bundle import BundleError
+    from melanoscan.files import write_text
     from melanoscan.inference.predictor import Predictor, expand_inputs
     from melanoscan.inference.render import print_table, to_csv, to_json
     from melanoscan.progress import progress_bar
@@ -75,7 +76,7 @@ def predict(
             sys.stdout.write(text)
         else:
             output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(text)
+            write_text(output, text)
             error_console.print(f"Wrote {output}")
         for s in skipped:
             error_console.print(f"[yellow]skipped[/] {s.path}: {s.reason}", highlight=False)

@@ -26,12 +26,14 @@ For CSV sources, images are looked up by id anywhere under the CSV's own directo
 ``images_dir`` when given). A directory holding one such CSV is read as that CSV; several CSVs
 of one format (the ISIC 2017 training and validation ground truth side by side) are read
 together. A CSV whose name contains ``test`` gives its rows the ``test`` split. Every row that
-is not read is listed in :attr:`Manifest.skipped` with its reason.
+is not read is listed in :attr:`Manifest.skipped` with its reason. Ground-truth and metadata
+CSVs must be UTF-8 text (a Latin-1 or binary file is a :class:`DataSourceError` naming it).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +44,7 @@ from melanoscan import taxonomy
 from melanoscan.data.folders import Unlisted, list_files
 from melanoscan.data.images import is_image_file
 from melanoscan.data.manifest import MANIFEST_COLUMNS, Manifest, Skipped, make_table
+from melanoscan.files import NAME_ERRORS
 
 SPLIT_FOLDERS: dict[str, str] = {
     "train": "train",
@@ -340,16 +343,41 @@ def _read_csv_rows(
 
 
 def _csv_header(csv_path: Path) -> list[str]:
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        return [c.strip() for c in next(csv.reader(handle), [])]
+    # Only the first line: a manifest melanoscan wrote may hold file names that are not UTF-8.
+    try:
+        with csv_path.open("rb") as handle:
+            line = handle.readline(1 << 16).decode("utf-8-sig")
+    except OSError as exc:
+        raise DataSourceError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(csv_path, exc) from None
+    return [c.strip() for c in next(csv.reader([line]), [])]
+
+
+def _csv_text(csv_path: Path) -> io.StringIO:
+    """The whole CSV as text, or a clear error when it is not UTF-8."""
+    try:
+        return io.StringIO(csv_path.read_text(encoding="utf-8-sig"), newline="")
+    except OSError as exc:
+        raise DataSourceError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(csv_path, exc) from None
+
+
+def _not_utf8(csv_path: Path, exc: UnicodeDecodeError) -> DataSourceError:
+    byte = exc.object[exc.start : exc.start + 1].hex()
+    return DataSourceError(
+        f"{csv_path} is not UTF-8 text (byte 0x{byte} cannot be decoded): is it a CSV? "
+        "Save it as UTF-8 (e.g. 'iconv -f latin1 -t utf-8')"
+    )
 
 
 def _csv_records(csv_path: Path, kind: str) -> tuple[list[dict[str, str]], int]:
     """The CSV's rows as dicts, and the line number of the first one."""
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        if kind != "isic2016":
-            return list(csv.DictReader(handle)), 2
-        rows = list(csv.reader(handle))
+    handle = _csv_text(csv_path)
+    if kind != "isic2016":
+        return list(csv.DictReader(handle)), 2
+    rows = list(csv.reader(handle))
     # ISIC 2016 files come with or without a header, whose column names vary: name them here.
     header = 1 if rows and not _has_isic_id(rows[0]) else 0
     records = [
@@ -368,8 +396,8 @@ def _looks_like_isic2016(csv_path: Path, sample: int = 20) -> bool:
 
     A few unreadable values do not change the format: those rows are skipped with a reason.
     """
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = [row for _, row in zip(range(sample), csv.reader(handle), strict=False) if row]
+    reader = csv.reader(_csv_text(csv_path))
+    rows = [row for _, row in zip(range(sample), reader, strict=False) if row]
     if rows and not _has_isic_id(rows[0]):
         rows = rows[1:]
     valid = [row[1].strip().lower() in ISIC2016_VALUES for row in rows if len(row) == 2]
@@ -384,12 +412,15 @@ def read_manifest_csv(csv_path: Path) -> Manifest:
     """Read a manifest melanoscan wrote (``split --out``, a run's ``split.csv``) as it is.
 
     Labels, splits and groups are kept; relative paths are taken from the working directory,
-    or else from the CSV's folder.
+    or else from the CSV's folder. File names that are not UTF-8 are read as the bytes they
+    were written as (:mod:`melanoscan.files`).
     """
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[""])
-    except (OSError, pd.errors.ParserError) as exc:
-        raise DataSourceError(f"{csv_path}: cannot read the manifest: {exc}") from None
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[""],
+                            encoding_errors=NAME_ERRORS)
+    except (OSError, ValueError) as exc:  # pandas' ParserError is a ValueError
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataSourceError(f"{csv_path}: cannot read the manifest: {first_line}") from None
     unknown = sorted(set(table["label"].dropna()) - set(taxonomy.CLASSES))
     if unknown:
         raise DataSourceError(f"{csv_path}: unknown labels {unknown}")
