@@ -152,3 +152,64 @@ def test_a_manifest_with_latin1_file_names_is_read_as_bytes(
                          b"content_hash\n" + os.fsencode(root / "nevus" / ODD_NAME)
                          + b",nevus,nevus,isic9,x,,,,\n")
     assert read_source(manifest).images["path"].tolist() == [str(root / "nevus" / ODD_NAME)]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["predict", "IMAGES", "--output", "DIR"], "--output DIR is a folder; give a file name"),
+        (["predict", "IMAGES", "--output", "FILE/x.csv"], "FILE is a file, not a folder"),
+        (["predict", "IMAGES", "--report", "FILE"], "--report FILE is a file, not a folder"),
+        (["predict", "IMAGES", "--report", "FILE/a/b"], "FILE is a file, not a folder"),
+        (["audit", "IMAGES", "--out", "FILE"], "--out FILE is a file, not a folder"),
+        (["split", "IMAGES", "--out", "DIR"], "--out DIR is a folder; give a file name"),
+        (["evaluate", "--data", "IMAGES", "--out", "FILE"], "--out FILE is a file, not a folder"),
+        (["explain", "IMAGES/nevus/nevus0.png", "--output", "DIR"], "--output DIR is a folder"),
+        (["export", "--model", "BUNDLE", "--output", "FILE"], "--output FILE is a file"),
+        (["export", "--model", "DIR/missing"], "DIR/missing is not a model bundle"),
+        (["serve", "--port", "70000"], "--port must be between 0 and 65535, got 70000"),
+    ],
+)
+def test_bad_output_paths_and_options_are_one_line_errors(
+    tmp_path: Path, write_image: ImageWriter, args: list[str], needle: str
+) -> None:
+    places = {"IMAGES": make_tree(tmp_path / "images", write_image), "DIR": tmp_path / "dir",
+              "FILE": tmp_path / "file", "BUNDLE": Path("src/melanoscan/model")}
+    places["DIR"].mkdir()
+    places["FILE"].write_text("in the way")
+
+    def place(text: str) -> str:
+        for name, path in places.items():
+            text = text.replace(name, str(path))
+        return text
+
+    one_line_error(runner.invoke(app, [place(a) for a in args] + ["-q"] * (args[0] in (
+        "predict", "audit", "split", "evaluate"))), place(needle))
+    assert places["FILE"].read_text() == "in the way"
+
+
+def test_an_unwritable_report_folder_is_a_one_line_error(
+    tmp_path: Path, write_image: ImageWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    access = os.access
+
+    def refuse_locked(path: object, mode: int, *args: object, **kwargs: object) -> bool:
+        if Path(path) == locked and mode & os.W_OK:  # type: ignore[arg-type]
+            return False
+        return access(path, mode, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "access", refuse_locked)
+    result = runner.invoke(app, ["predict", str(make_tree(tmp_path / "images", write_image)),
+                                 "--report", str(locked), "-q"])
+    one_line_error(result, f"cannot write in {locked} (permission denied)")
+
+
+def test_onnx_backend_without_an_onnx_export_is_a_one_line_error(
+    tmp_path: Path, write_image: ImageWriter, tiny_bundle: Path
+) -> None:
+    images = make_tree(tmp_path / "images", write_image)
+    result = runner.invoke(app, ["predict", str(images), "--model", str(tiny_bundle),
+                                 "--backend", "onnx", "-q"])
+    one_line_error(result, "has no ONNX export (model.onnx is missing)")

@@ -125,8 +125,8 @@ class Predictor:
             bundle has an export and onnxruntime is installed).
 
     Raises:
-        BundleError: ``backend="onnx"`` with a gate, but the ONNX export predates it (it has no
-            ``features`` output): run ``melanoscan export`` again.
+        BundleError: ``backend="onnx"`` without an ONNX export or onnxruntime, or with a gate but
+            an ONNX export that predates it (no ``features`` output): run ``melanoscan export``.
     """
 
     def __init__(self, bundle: Path | str | None = None, backend: str = "auto") -> None:
@@ -160,6 +160,12 @@ class Predictor:
             backend = "onnx" if onnx_path.is_file() and _has_onnxruntime() else "torch"
         run: Runner | None = None
         if backend == "onnx":
+            if not onnx_path.is_file():
+                raise BundleError(f"{self.path} has no ONNX export ({onnx_path.name} is missing): "
+                                  f"run melanoscan export --model {self.path}, or use --backend "
+                                  "torch")
+            if not _has_onnxruntime():
+                raise BundleError("backend 'onnx' needs the onnxruntime package")
             run, has_features = _onnx_runner(onnx_path)
             if self.gate is not None and not has_features:
                 message = (f"{onnx_path} was exported before the dermoscopy gate (it has no "
