@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import pickle
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +29,7 @@ from PIL import Image
 
 from melanoscan import __version__
 from melanoscan.evaluation.calibration import softmax
+from melanoscan.files import NAME_ERRORS, atomic_write, staged_directory, write_csv
 from melanoscan.preprocess import Preprocessing
 
 if TYPE_CHECKING:  # torch is imported only where weights are read or run, so that reading
@@ -172,7 +169,7 @@ class Bundle:
         path = self.path / TRAINING_IMAGES_FILE
         if not path.exists():
             return pd.DataFrame(columns=["content_hash", "label", "split"])
-        return pd.read_csv(path)
+        return pd.read_csv(path, encoding_errors=NAME_ERRORS)
 
 
 def save_bundle(
@@ -199,10 +196,7 @@ def save_bundle(
     if training_images is not None:
         columns = [c for c in ("content_hash", "image_id", "label", "split", "source")
                    if c in training_images]
-        atomic_write(
-            directory / TRAINING_IMAGES_FILE,
-            lambda tmp: training_images[columns].to_csv(tmp, index=False),
-        )
+        write_csv(training_images[columns], directory / TRAINING_IMAGES_FILE)
     write_metadata(directory, metadata)
     return directory
 
@@ -300,62 +294,6 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> Bundle:
         raise BundleError(f"{weights} does not load into {arch['name']}: {first_line}") from None
     model.to(device).eval()
     return Bundle(directory, metadata, model, preprocessing)
-
-
-def atomic_write(target: Path, write: Any) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``target``, sync it, move it into place.
-
-    ``target`` is either its old self or complete: a failed write (a full disk) only removes
-    the temporary file and re-raises.
-    """
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        _fsync(tmp)  # a full disk can surface only here (delayed allocation)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync(target.parent)  # the rename itself
-
-
-@contextmanager
-def staged_directory(target: Path) -> Iterator[Path]:
-    """A fresh folder beside ``target`` to fill; it replaces ``target`` once the block succeeds.
-
-    If the block fails the folder is removed and ``target`` is left as it was, so a reader
-    never sees a half-written (or empty) directory.
-    """
-    target = Path(target)
-    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-        _fsync(staging)
-        old = target.with_name(f".{target.name}.{os.getpid()}.old")
-        if target.exists():
-            os.replace(target, old)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if old.exists():
-                os.replace(old, target)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        _fsync(target.parent)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's (or a directory's entries') data to disk."""
-    if path.is_dir() and os.name == "nt":
-        return  # Windows cannot open a directory for syncing
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def _json_default(value: Any) -> Any:

@@ -174,3 +174,56 @@ def test_bad_epoch_samples_is_named(tmp_path: Path, text: str, message: str) -> 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("ablation/*.yaml")), ids=lambda p: p.name)
 def test_ablation_configs_load(path: Path) -> None:
     assert load_config(path).balance.epoch_samples == 4000
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"model.kwargs.foo": 1},
+         "model.kwargs.foo: not an argument of efficientnet_lite0; it takes dropout, "
+         "drop_connect_rate"),
+        ({"model.kwargs.dropout": 5}, r"model.kwargs.dropout must be in \[0, 1\), got 5"),
+        ({"model.kwargs.drop_connect_rate": -0.1}, r"model.kwargs.drop_connect_rate must be in"),
+        ({"model.kwargs.dropout": "lots"}, "model.kwargs.dropout must be a number or empty"),
+        ({"model.name": "assignment_cnn", "model.pretrained": False,
+          "model.kwargs.batch_norm": 1}, "model.kwargs.batch_norm must be true or false"),
+        ({"model.name": "assignment_cnn", "model.pretrained": False,
+          "model.kwargs.input_size": 64}, r"model.kwargs.input_size: set by the image size"),
+        ({"model.name": "assignment_cnn", "model.pretrained": False,
+          "model.kwargs.in_channels": 1}, "model.kwargs.in_channels: not an argument"),
+        ({"model.image_size": 7}, "model.image_size must be at least 32"),
+        ({"model.image_size": 0}, "model.image_size must be at least 32"),
+        ({"data.num_workers": -2}, "data.num_workers must be >= 0"),
+        ({"early_stopping_patience": -1}, "early_stopping_patience must be >= 0"),
+        ({"optim.warmup_epochs": -1}, "optim.warmup_epochs must be >= 0"),
+        ({"optim.weight_decay": -1e-4}, "optim.weight_decay must be >= 0"),
+        ({"optim.min_lr_ratio": 2}, r"optim.min_lr_ratio must be in \[0, 1\]"),
+        ({"seed": -1}, "seed must be in"),
+        ({"data.split_seed": 2**40}, "data.split_seed must be in"),
+        ({"accelerator": "abacus"}, "accelerator must be one of"),
+        ({"augmentation.hflip": 1.5}, r"augmentation.hflip must be in \[0, 1\]"),
+        ({"augmentation.scale": 1}, r"augmentation.scale must be in \[0, 1\)"),
+        ({"augmentation.rotate": 720}, r"augmentation.rotate must be in \[0, 180\]"),
+        ({"augmentation.brightness": -1}, "augmentation.brightness must be >= 0"),
+        ({"augmentation.hue": 0.9}, r"augmentation.hue must be in \[0, 0.5\]"),
+        ({"augmentation.crop_scale_min": 0}, r"augmentation.crop_scale_min must be in \(0, 1\]"),
+        ({"model.name": "assignment_cnn"},
+         "model.pretrained: assignment_cnn has no pretrained weights"),
+    ],
+)
+def test_every_value_is_checked_and_named(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(TrainConfig(), overrides)
+
+
+def test_valid_model_kwargs_pass() -> None:
+    config = apply_overrides(TrainConfig(), {"model.kwargs.dropout": None,
+                                             "model.kwargs.drop_connect_rate": 0.0})
+    assert config.model.kwargs == {"dropout": None, "drop_connect_rate": 0.0}
+
+
+def test_a_config_that_is_not_utf8_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "latin.yaml"
+    path.write_bytes(b"# r\xe9glages\nepochs: 2\n")
+    with pytest.raises(ConfigError, match="is not UTF-8 text"):
+        load_config(path)

@@ -58,13 +58,32 @@ def test_runs_with_the_same_seed_are_identical(tiny_data: Path, tmp_path: Path) 
         (["--set", "epochs"], "must look like key.sub=value"),
         (["--balance", "smote"], "balance.strategy must be one of"),
         (["--model", "resnet50"], "unknown model 'resnet50'"),
+        (["--set", "model.kwargs.foo=1"], "model.kwargs.foo: not an argument of assignment_cnn"),
+        (["--set", "model.kwargs.dropout=5"], "model.kwargs.dropout must be in [0, 1), got 5"),
+        (["--set", "data.num_workers=-2"], "data.num_workers must be >= 0"),
+        (["--image-size", "7"], "model.image_size must be at least 32"),
+        (["--pretrained"], "model.pretrained: assignment_cnn has no pretrained weights; set "
+                           "model.pretrained: false (--no-pretrained)"),
     ],
 )
 def test_bad_options_exit_2(tiny_data: Path, tmp_path: Path, args: list[str], message: str) -> None:
     result = runner.invoke(app, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"),
                                  *TINY, *args])
     assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
     assert message in " ".join(result.output.split())
+
+
+def test_naming_a_model_without_weights_trains_it_from_scratch(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    tiny = [a for a in TINY if a != "--no-pretrained"]  # the default config says pretrained
+    result = runner.invoke(app, ["train", "--data", str(tiny_data), "--out", str(tmp_path / "r"),
+                                 *tiny])
+    assert result.exit_code == 0, result.output
+    assert "assignment_cnn has no pretrained weights: training from scratch" in " ".join(
+        result.stderr.split())
+    assert load_config(tmp_path / "r" / "config.yaml").model.pretrained is False
 
 
 def test_bad_data_exit_2(tmp_path: Path) -> None:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,6 +15,7 @@ from rich.console import Console
 
 from melanoscan import __version__
 from melanoscan.data.sources import DataSourceError
+from melanoscan.files import NAME_ERRORS
 
 if TYPE_CHECKING:
     from melanoscan.data.manifest import Manifest
@@ -58,11 +64,52 @@ def main(
     ] = False,
 ) -> None:
     """melanoscan: research tool for dermoscopy images. Not a medical device."""
+    # A file name that is not UTF-8 goes to stdout as its original bytes (as ls prints it),
+    # whatever the locale; strict encoding would end the command (melanoscan.files).
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors=NAME_ERRORS)
 
 
 def fail(message: str) -> typer.Exit:
     error_console.print(f"[bold red]error:[/] {message}", highlight=False)
     return typer.Exit(code=2)
+
+
+def output_file(path: Path, option: str) -> Path:
+    """Check, before any work, that ``path`` can be written as a file; create its folder."""
+    if path.is_dir():
+        raise fail(f"{option} {path} is a folder; give a file name")
+    _make_folder(path.parent, option, path)
+    return path
+
+
+def output_folder(path: Path, option: str) -> Path:
+    """Check, before any work, that files can be written into folder ``path``; create it."""
+    if path.exists() and not path.is_dir():
+        raise fail(f"{option} {path} is a file, not a folder")
+    _make_folder(path, option, path)
+    return path
+
+
+def _make_folder(folder: Path, option: str, path: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocking = next((p for p in (folder, *folder.parents) if p.is_file()), folder)
+        raise fail(f"{option} {path}: {blocking} is a file, not a folder") from None
+    except OSError as exc:
+        raise fail(f"{option} {path}: cannot create {folder}: {exc.strerror or exc}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise fail(f"{option} {path}: cannot write in {folder} (permission denied)")
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an error while writing ``path`` (disk full, permissions) into a one-line failure."""
+    try:
+        yield
+    except OSError as exc:
+        raise fail(f"cannot write {exc.filename or path}: {exc.strerror or exc}") from None
 
 
 def read_and_scan(

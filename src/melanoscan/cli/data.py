@@ -17,9 +17,13 @@ from melanoscan.cli._app import (
     console,
     error_console,
     fail,
+    output_file,
+    output_folder,
     read_and_scan,
+    writing,
 )
 from melanoscan.data.duplicates import NEAR_DUPLICATE_MAX_DISTANCE
+from melanoscan.files import write_csv
 
 
 @app.command()
@@ -41,6 +45,8 @@ def audit(
     from melanoscan.data.audit import audit as run_audit
     from melanoscan.data.audit_report import print_summary, write_report
 
+    if out is not None:
+        output_folder(out, "--out")
     manifest = read_and_scan(data, workers, quiet)
     if len(manifest) == 0:
         raise fail("no readable image in the given sources")
@@ -50,7 +56,8 @@ def audit(
     else:
         print_summary(report, console)
     if out is not None:
-        files = write_report(report, manifest.images, out)
+        with writing(out):
+            files = write_report(report, manifest.images, out)
         error_console.print(f"Wrote {', '.join(str(f) for f in files)}")
 
 
@@ -104,6 +111,7 @@ def split(
     from melanoscan.data.sources import HOLDOUT_SPLIT
     from melanoscan.data.splits import CleaningPolicy, kfold_split, train_val_split
 
+    output_file(out, "--out")
     manifest = read_and_scan(data, workers, quiet, holdout=holdout)
     policy = CleaningPolicy(
         exclude_label_conflicts=not keep_conflicts,
@@ -122,17 +130,15 @@ def split(
             )
     except ValueError as exc:
         raise fail(str(exc)) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result.table.to_csv(out, index=False)
-    excluded_path = out.with_name(out.stem + ".excluded.csv")
-    result.excluded.to_csv(excluded_path, index=False)
-    skipped_path = out.with_name(out.stem + ".skipped.csv")
-    manifest.skipped_table().to_csv(skipped_path, index=False)
-    written = [out, excluded_path, skipped_path]
-    if resolve_by_authority:
-        relabelled_path = out.with_name(out.stem + ".relabelled.csv")
-        result.relabelled.to_csv(relabelled_path, index=False)
-        written.append(relabelled_path)
+    with writing(out):
+        written = [
+            write_csv(result.table, out),
+            write_csv(result.excluded, out.with_name(out.stem + ".excluded.csv")),
+            write_csv(manifest.skipped_table(), out.with_name(out.stem + ".skipped.csv")),
+        ]
+        if resolve_by_authority:
+            relabelled = out.with_name(out.stem + ".relabelled.csv")
+            written.append(write_csv(result.relabelled, relabelled))
     summary = result.summary()
     summary["skipped"] = len(manifest.skipped)
     console.print_json(json.dumps(summary))

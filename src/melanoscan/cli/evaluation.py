@@ -9,7 +9,16 @@ from typing import Annotated
 
 import typer
 
-from melanoscan.cli._app import ModelOpt, QuietOpt, app, console, error_console, fail
+from melanoscan.cli._app import (
+    ModelOpt,
+    QuietOpt,
+    app,
+    console,
+    error_console,
+    fail,
+    output_folder,
+    writing,
+)
 
 DataOpt = Annotated[
     list[Path],
@@ -49,6 +58,8 @@ def evaluate(
     from melanoscan.evaluation.evaluate import evaluate as run_evaluation
     from melanoscan.evaluation.outputs import print_summary, write_outputs
 
+    if out is not None:
+        output_folder(out, "--out")
     try:
         bundle = load_bundle(resolve_bundle_path(model))
         evaluation = run_evaluation(
@@ -62,7 +73,8 @@ def evaluate(
     else:
         print_summary(evaluation.report, console)
     if out is not None:
-        files = write_outputs(evaluation, out)
+        with writing(out):
+            files = write_outputs(evaluation, out)
         error_console.print(f"Wrote {', '.join(str(f) for f in files)}")
 
 

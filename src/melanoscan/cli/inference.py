@@ -8,7 +8,18 @@ from typing import Annotated
 
 import typer
 
-from melanoscan.cli._app import BackendOpt, ModelOpt, QuietOpt, app, console, error_console, fail
+from melanoscan.cli._app import (
+    BackendOpt,
+    ModelOpt,
+    QuietOpt,
+    app,
+    console,
+    error_console,
+    fail,
+    output_file,
+    output_folder,
+    writing,
+)
 
 FLAGGED_EXIT_CODE = 3
 """``predict``: nothing was skipped, but the dermoscopy gate flagged at least one image."""
@@ -47,12 +58,17 @@ def predict(
     predict); 3 none skipped, but the gate flagged some images (listed with the reason).
     """
     from melanoscan.bundle import BundleError
+    from melanoscan.files import write_text
     from melanoscan.inference.predictor import Predictor, expand_inputs
     from melanoscan.inference.render import print_table, to_csv, to_json
     from melanoscan.progress import progress_bar
 
     if output_format not in ("table", "csv", "json"):
         raise fail(f"--format must be table, csv or json, not {output_format!r}")
+    if output is not None:
+        output_file(output, "--output")
+    if report is not None:
+        output_folder(report, "--report")
     try:
         predictor = Predictor(model, backend=backend)
     except (BundleError, ValueError) as exc:
@@ -74,8 +90,8 @@ def predict(
         if output is None:
             sys.stdout.write(text)
         else:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(text)
+            with writing(output):
+                write_text(output, text)
             error_console.print(f"Wrote {output}")
         for s in skipped:
             error_console.print(f"[yellow]skipped[/] {s.path}: {s.reason}", highlight=False)
@@ -86,7 +102,8 @@ def predict(
     if report is not None:
         from melanoscan.inference.triage_report import write_triage_report
 
-        page = write_triage_report(predictions, skipped, predictor, report)
+        with writing(report):
+            page = write_triage_report(predictions, skipped, predictor, report)
         error_console.print(f"Wrote {page}")
     if skipped:
         raise typer.Exit(code=1)
@@ -102,11 +119,18 @@ def export(
     ] = None,
 ) -> None:
     """Write an ONNX model (dynamic batch) next to the bundle metadata; checked against torch."""
-    from melanoscan.bundle import BundleError
+    from melanoscan.bundle import BundleError, read_metadata
     from melanoscan.inference.export import export_onnx
 
     try:
-        target = export_onnx(model, output)
+        read_metadata(model)  # before making the output folder
+    except BundleError as exc:
+        raise fail(str(exc)) from None
+    if output is not None:
+        output_folder(output, "--output")
+    try:
+        with writing(output or model):
+            target = export_onnx(model, output)
     except BundleError as exc:
         raise fail(str(exc)) from None
     console.print(f"ONNX model written: {target / 'model.onnx'}")
@@ -135,6 +159,7 @@ def explain(
     from melanoscan.inference.gradcam import explain as run_explain
     from melanoscan.inference.predictor import Predictor
 
+    output_file(output, "--output")
     try:
         bundle = load_bundle(resolve_bundle_path(model))
         picture = load_rgb(image)
@@ -147,7 +172,8 @@ def explain(
         explanation = run_explain(bundle, picture, target)
     except (BundleError, ImageDecodeError, ValueError) as exc:
         raise fail(str(exc)) from None
-    explanation.save(output)
+    with writing(output):
+        explanation.save(output)
     note = f" (gate off: {verdict.gate_reason})" if verdict.gate_overridden else ""
     console.print(f"{explanation.target_class} (probability {explanation.probability:.3f}): "
                   f"overlay written to {output}{note}", highlight=False)

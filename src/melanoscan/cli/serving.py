@@ -76,6 +76,8 @@ def serve(
         )
         if workers < 1:
             raise ValueError(f"--workers must be at least 1, got {workers}")
+        if not 0 <= port <= 65535:
+            raise ValueError(f"--port must be between 0 and 65535, got {port}")
         predictor = Predictor(model, backend=backend)  # fails here, not in a worker
     except (BundleError, ValueError) as exc:
         raise fail(str(exc)) from None

@@ -65,6 +65,8 @@ def train(
     chosen = {k: v for k, v in named.items() if v is not None}
     try:
         pairs = dict(parse_override(text) for text in overrides or [])
+        if model is not None and "model.pretrained" not in {**pairs, **chosen}:
+            _start_from_scratch_if_no_weights(model, chosen)
         if resume and (config or chosen or pairs):
             raise ConfigError("--resume continues with the run's saved config; drop the options")
         resolved = None if resume else apply_overrides(load_config(config), {**pairs, **chosen})
@@ -99,3 +101,13 @@ def _note(text: str) -> None:
     from rich.markup import escape
 
     error_console.print(f"[yellow]note:[/] {escape(text)}", highlight=False)
+
+
+def _start_from_scratch_if_no_weights(model: str, chosen: dict[str, object]) -> None:
+    """``--model`` naming a network without pretrained weights implies ``--no-pretrained``."""
+    from melanoscan.models.factory import MODEL_NAMES, get_model_spec
+
+    if model in MODEL_NAMES and get_model_spec(model).weights_package is None:
+        chosen["model.pretrained"] = False
+        _note(f"{model} has no pretrained weights: training from scratch "
+              "(model.pretrained: false)")

@@ -18,6 +18,7 @@ from rich.table import Table
 from melanoscan import taxonomy
 from melanoscan.data.audit import AuditReport, ImageGroup, SourcePair
 from melanoscan.data.images import ImageDecodeError, load_rgb
+from melanoscan.files import printable, write_text
 
 SAMPLES_PER_CLASS = 6
 LISTED_GROUPS = 10
@@ -138,7 +139,7 @@ def write_report(report: AuditReport, manifest_table: pd.DataFrame, out_dir: Pat
 
 
 def _write_json(report: AuditReport, path: Path) -> Path:
-    path.write_text(json.dumps(report.to_dict(), indent=2))
+    write_text(path, json.dumps(report.to_dict(), indent=2))
     return path
 
 
@@ -261,5 +262,5 @@ most: {esc(balance["most"])}).</p>
 {f"<table><tr><th>path</th><th>reason</th></tr>{skipped}</table>" if skipped else ""}
 <h2>Image statistics</h2><pre>{esc(json.dumps(report.image_stats, indent=2))}</pre>
 </body></html>"""
-    path.write_text(page)
+    write_text(path, printable(page))
     return path

@@ -75,6 +75,8 @@ def decode(data: bytes | Path | str, *, name: str | None = None) -> DecodedImage
                 raise ImageDecodeError(label, "empty file (0 bytes)")
         except FileNotFoundError:
             raise ImageDecodeError(label, "file not found") from None
+        except OSError as exc:  # a link loop, an unreadable folder on the way
+            raise ImageDecodeError(label, f"cannot read: {exc.strerror or exc}") from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

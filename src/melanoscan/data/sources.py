@@ -26,12 +26,14 @@ For CSV sources, images are looked up by id anywhere under the CSV's own directo
 ``images_dir`` when given). A directory holding one such CSV is read as that CSV; several CSVs
 of one format (the ISIC 2017 training and validation ground truth side by side) are read
 together. A CSV whose name contains ``test`` gives its rows the ``test`` split. Every row that
-is not read is listed in :attr:`Manifest.skipped` with its reason.
+is not read is listed in :attr:`Manifest.skipped` with its reason. Ground-truth and metadata
+CSVs must be UTF-8 text (a Latin-1 or binary file is a :class:`DataSourceError` naming it).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,8 +41,10 @@ from pathlib import Path
 import pandas as pd
 
 from melanoscan import taxonomy
+from melanoscan.data.folders import Unlisted, list_files
 from melanoscan.data.images import is_image_file
 from melanoscan.data.manifest import MANIFEST_COLUMNS, Manifest, Skipped, make_table
+from melanoscan.files import NAME_ERRORS
 
 SPLIT_FOLDERS: dict[str, str] = {
     "train": "train",
@@ -159,13 +163,14 @@ def read_class_folders(root: Path, *, source: str, split: str | None = None) -> 
     skipped: list[Skipped] = []
     for class_dir in subdirs:
         label = taxonomy.class_from_folder(class_dir.name)
-        files = [f for f in sorted(class_dir.rglob("*")) if f.is_file() and not _hidden(f, root)]
-        images = [f for f in files if is_image_file(f)]
+        listing = list_files(class_dir, skip_hidden=True)
+        images = [f for f in listing.files if is_image_file(f)]
         skipped += [
             Skipped(str(f.resolve()), source, f"not an image file (suffix {f.suffix or 'none'!r})")
-            for f in files
+            for f in listing.files
             if not is_image_file(f)
         ]
+        skipped += [_skipped(entry, source) for entry in listing.unlisted]
         if not images:
             raise DataSourceError(f"class folder {class_dir} contains no images")
         rows += [
@@ -198,12 +203,13 @@ def read_csv_source(
             f",UNK), ISIC 2020 ({','.join(ISIC2020_REQUIRED)},...) or HAM10000 metadata "
             f"({','.join(HAM_REQUIRED)},...)"
         )
-    index = _image_index(Path(images_dir) if images_dir else csv_path.parent)
+    index, unlisted = _image_index(Path(images_dir) if images_dir else csv_path.parent)
     source = source or str(csv_path)
     records, first_line = _csv_records(csv_path, kind)
     if not records:
         raise DataSourceError(f"{csv_path}: the CSV has a header but no rows")
     rows, skipped = _read_csv_rows(kind, records, first_line, index, source, csv_path)
+    skipped += [_skipped(entry, source) for entry in unlisted]
     if not rows:
         raise DataSourceError(
             f"{csv_path}: none of its {len(records)} rows has a usable image "
@@ -337,16 +343,41 @@ def _read_csv_rows(
 
 
 def _csv_header(csv_path: Path) -> list[str]:
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        return [c.strip() for c in next(csv.reader(handle), [])]
+    # Only the first line: a manifest melanoscan wrote may hold file names that are not UTF-8.
+    try:
+        with csv_path.open("rb") as handle:
+            line = handle.readline(1 << 16).decode("utf-8-sig")
+    except OSError as exc:
+        raise DataSourceError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(csv_path, exc) from None
+    return [c.strip() for c in next(csv.reader([line]), [])]
+
+
+def _csv_text(csv_path: Path) -> io.StringIO:
+    """The whole CSV as text, or a clear error when it is not UTF-8."""
+    try:
+        return io.StringIO(csv_path.read_text(encoding="utf-8-sig"), newline="")
+    except OSError as exc:
+        raise DataSourceError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(csv_path, exc) from None
+
+
+def _not_utf8(csv_path: Path, exc: UnicodeDecodeError) -> DataSourceError:
+    byte = exc.object[exc.start : exc.start + 1].hex()
+    return DataSourceError(
+        f"{csv_path} is not UTF-8 text (byte 0x{byte} cannot be decoded): is it a CSV? "
+        "Save it as UTF-8 (e.g. 'iconv -f latin1 -t utf-8')"
+    )
 
 
 def _csv_records(csv_path: Path, kind: str) -> tuple[list[dict[str, str]], int]:
     """The CSV's rows as dicts, and the line number of the first one."""
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        if kind != "isic2016":
-            return list(csv.DictReader(handle)), 2
-        rows = list(csv.reader(handle))
+    handle = _csv_text(csv_path)
+    if kind != "isic2016":
+        return list(csv.DictReader(handle)), 2
+    rows = list(csv.reader(handle))
     # ISIC 2016 files come with or without a header, whose column names vary: name them here.
     header = 1 if rows and not _has_isic_id(rows[0]) else 0
     records = [
@@ -365,8 +396,8 @@ def _looks_like_isic2016(csv_path: Path, sample: int = 20) -> bool:
 
     A few unreadable values do not change the format: those rows are skipped with a reason.
     """
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        rows = [row for _, row in zip(range(sample), csv.reader(handle), strict=False) if row]
+    reader = csv.reader(_csv_text(csv_path))
+    rows = [row for _, row in zip(range(sample), reader, strict=False) if row]
     if rows and not _has_isic_id(rows[0]):
         rows = rows[1:]
     valid = [row[1].strip().lower() in ISIC2016_VALUES for row in rows if len(row) == 2]
@@ -381,12 +412,15 @@ def read_manifest_csv(csv_path: Path) -> Manifest:
     """Read a manifest melanoscan wrote (``split --out``, a run's ``split.csv``) as it is.
 
     Labels, splits and groups are kept; relative paths are taken from the working directory,
-    or else from the CSV's folder.
+    or else from the CSV's folder. File names that are not UTF-8 are read as the bytes they
+    were written as (:mod:`melanoscan.files`).
     """
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[""])
-    except (OSError, pd.errors.ParserError) as exc:
-        raise DataSourceError(f"{csv_path}: cannot read the manifest: {exc}") from None
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, na_values=[""],
+                            encoding_errors=NAME_ERRORS)
+    except (OSError, ValueError) as exc:  # pandas' ParserError is a ValueError
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataSourceError(f"{csv_path}: cannot read the manifest: {first_line}") from None
     unknown = sorted(set(table["label"].dropna()) - set(taxonomy.CLASSES))
     if unknown:
         raise DataSourceError(f"{csv_path}: unknown labels {unknown}")
@@ -426,15 +460,22 @@ def _csv_kind(csv_path: Path) -> str | None:
     return None
 
 
-def _image_index(root: Path) -> dict[str, Path]:
-    """Map lower-cased file stems to image paths under ``root`` (recursive)."""
+def _image_index(root: Path) -> tuple[dict[str, Path], list[Unlisted]]:
+    """Map lower-cased file stems to image paths under ``root`` (recursive).
+
+    Also returns the unreadable folders and the image-named entries that are no usable file
+    (broken links, link loops).
+    """
     if not root.is_dir():
         raise DataSourceError(f"image folder not found: {root}")
-    return {
-        f.stem.lower(): f.resolve()
-        for f in sorted(root.rglob("*"))
-        if f.is_file() and is_image_file(f) and not _hidden(f, root)
-    }
+    listing = list_files(root, skip_hidden=True)
+    index = {f.stem.lower(): f.resolve() for f in listing.files if is_image_file(f)}
+    return index, [u for u in listing.unlisted if u.folder or is_image_file(u.path)]
+
+
+def _skipped(entry: Unlisted, source: str) -> Skipped:
+    # absolute(), not resolve(): resolving a link loop raises.
+    return Skipped(str(entry.path.absolute()), source, entry.reason)
 
 
 def _holds_class_folders(root: Path) -> bool:
@@ -443,10 +484,6 @@ def _holds_class_folders(root: Path) -> bool:
 
 def _visible_subdirs(root: Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def _isic_id(name: str) -> str | None:

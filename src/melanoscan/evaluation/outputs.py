@@ -13,6 +13,7 @@ from rich.table import Table
 from melanoscan.evaluation.evaluate import Evaluation
 from melanoscan.evaluation.plots import plot_confusion_matrix, plot_reliability, plot_roc_curves
 from melanoscan.evaluation.report import format_estimate, write_html_report
+from melanoscan.files import write_csv, write_text
 
 __all__ = ["print_summary", "write_outputs"]
 
@@ -94,8 +95,8 @@ def write_outputs(evaluation: Evaluation, out_dir: Path) -> list[Path]:
     report, labels = evaluation.report, evaluation.labels
     classes = report["classes"]
     files = [out_dir / "report.json", out_dir / "predictions.csv"]
-    files[0].write_text(json.dumps(report, indent=2) + "\n")
-    evaluation.table.to_csv(files[1], index=False)
+    write_text(files[0], json.dumps(report, indent=2) + "\n")
+    write_csv(evaluation.table, files[1])
     images = []
     for name, probabilities in evaluation.probabilities.items():
         suffix = "" if name == "plain" else f"_{name}"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from melanoscan.files import printable, write_text
 from melanoscan.taxonomy import DISPLAY_NAMES
 
 __all__ = ["format_estimate", "format_value", "write_html_report"]
@@ -239,5 +240,5 @@ def write_html_report(report: dict[str, Any], out_dir: Path, images: Sequence[Pa
         + "</body></html>\n"
     )
     path = out_dir / "report.html"
-    path.write_text(page, encoding="utf-8")
+    write_text(path, printable(page))
     return path

@@ -8,6 +8,7 @@ is not a dermoscopy image, or too poor to read, gets no melanoma alert.
 from __future__ import annotations
 
 import glob
+import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -25,6 +26,7 @@ from melanoscan.bundle import (
     read_metadata,
     resolve_bundle_path,
 )
+from melanoscan.data.folders import file_problem, list_files
 from melanoscan.data.images import ImageDecodeError, decode, is_image_file
 from melanoscan.evaluation.calibration import softmax
 from melanoscan.gate import FLAGGED, UNCHECKED, VERDICT_LABELS, Gate, GateVerdict, load_gate
@@ -123,8 +125,8 @@ class Predictor:
             bundle has an export and onnxruntime is installed).
 
     Raises:
-        BundleError: ``backend="onnx"`` with a gate, but the ONNX export predates it (it has no
-            ``features`` output): run ``melanoscan export`` again.
+        BundleError: ``backend="onnx"`` without an ONNX export or onnxruntime, or with a gate but
+            an ONNX export that predates it (no ``features`` output): run ``melanoscan export``.
     """
 
     def __init__(self, bundle: Path | str | None = None, backend: str = "auto") -> None:
@@ -158,6 +160,12 @@ class Predictor:
             backend = "onnx" if onnx_path.is_file() and _has_onnxruntime() else "torch"
         run: Runner | None = None
         if backend == "onnx":
+            if not onnx_path.is_file():
+                raise BundleError(f"{self.path} has no ONNX export ({onnx_path.name} is missing): "
+                                  f"run melanoscan export --model {self.path}, or use --backend "
+                                  "torch")
+            if not _has_onnxruntime():
+                raise BundleError("backend 'onnx' needs the onnxruntime package")
             run, has_features = _onnx_runner(onnx_path)
             if self.gate is not None and not has_features:
                 message = (f"{onnx_path} was exported before the dermoscopy gate (it has no "
@@ -268,20 +276,35 @@ def load_model(bundle: Path | str | None = None, backend: str = "auto") -> Predi
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[SkippedInput]]:
-    """Files, directories (recursive) and globs → image files (sorted, unique) + misses."""
+    """Files, directories (recursive) and globs → image files (sorted, unique) + misses.
+
+    Broken links, link loops and unreadable folders are misses too, with their reason.
+    """
     found: dict[Path, None] = {}
-    missing = []
+    missing: list[SkippedInput] = []
+
+    def add(path: Path) -> None:
+        problem = file_problem(path)
+        if problem is None:
+            found[path] = None
+        else:
+            missing.append(SkippedInput(str(path), problem))
+
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found.update(dict.fromkeys(sorted(p for p in path.rglob("*") if is_image_file(p))))
-        elif path.is_file():
-            found[path] = None
+            listing = list_files(path)
+            found.update(dict.fromkeys(f for f in listing.files if is_image_file(f)))
+            missing += [SkippedInput(str(u.path), u.reason) for u in listing.unlisted
+                        if u.folder or is_image_file(u.path)]
+        elif os.path.lexists(path):
+            add(path)
         elif any(ch in str(item) for ch in "*?["):
-            files = [Path(m) for m in sorted(glob.glob(str(item), recursive=True))]
-            files = [f for f in files if f.is_file()]
-            found.update(dict.fromkeys(files))
-            if not files:
+            matches = [Path(m) for m in sorted(glob.glob(str(item), recursive=True))]
+            matches = [m for m in matches if not m.is_dir()]
+            for match in matches:
+                add(match)
+            if not matches:
                 missing.append(SkippedInput(str(item), "no file matches this pattern"))
         else:
             missing.append(SkippedInput(str(item), "not found"))

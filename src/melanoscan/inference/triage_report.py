@@ -14,6 +14,7 @@ from PIL import Image
 
 from melanoscan.bundle import load_bundle
 from melanoscan.data.images import ImageDecodeError, load_rgb
+from melanoscan.files import printable, write_text
 from melanoscan.inference.gradcam import explain
 from melanoscan.inference.predictor import Prediction, Predictor, SkippedInput
 from melanoscan.inference.render import count_flagged, triage_order
@@ -83,7 +84,7 @@ regions that drove the predicted class.</p>
 {f"<h2>Skipped</h2><ul>{skipped_items}</ul>" if skipped else ""}
 </body></html>"""
     path = out_dir / "report.html"
-    path.write_text(page, encoding="utf-8")
+    write_text(path, printable(page))
     return path
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from types import NoneType, UnionType
+from typing import Any, get_args, get_origin, get_type_hints
 
 from torch import nn
 
@@ -20,6 +22,10 @@ from melanoscan.models.pretrained import load_pretrained, pretrained_weights_pat
 __all__ = ["MODEL_NAMES", "ModelSpec", "create_model", "get_model_spec", "list_models"]
 
 Builder = Callable[..., nn.Module]
+SET_BY_FACTORY = ("num_classes", "variant", "in_channels")
+"""Constructor arguments the factory and the RGB input pipeline fix: never model kwargs."""
+RATE_ARGUMENTS = ("dropout", "drop_connect_rate")
+"""Constructor arguments that are probabilities of dropping: in ``[0, 1)``."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class ModelSpec:
     Args:
         name: registry name.
         builder: ``builder(num_classes, pretrained, **kwargs)`` returning the network.
+        network: the class the builder makes; its constructor says which kwargs are valid.
         input_size: default side of the square input, in pixels.
         mean: per-channel mean for images scaled to ``[0, 1]``.
         std: per-channel standard deviation for images scaled to ``[0, 1]``.
@@ -41,6 +48,7 @@ class ModelSpec:
 
     name: str
     builder: Builder = field(repr=False, compare=False)
+    network: type[nn.Module]
     input_size: int
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -53,6 +61,44 @@ class ModelSpec:
         if self.size_argument is None or self.size_argument in kwargs:
             return dict(kwargs)
         return {**kwargs, self.size_argument: image_size}
+
+    def check_kwargs(self, kwargs: dict[str, Any]) -> None:
+        """Check extra constructor arguments (``model.kwargs``) before a network is built.
+
+        Raises:
+            ValueError: an argument the constructor does not take (or that the image size
+                sets), of the wrong type, or out of range; the message starts with its name.
+        """
+        hints = get_type_hints(self.network.__init__)
+        fixed = (*SET_BY_FACTORY, self.size_argument)
+        takes = [n for n in inspect.signature(self.network).parameters if n not in fixed]
+        for key, value in kwargs.items():
+            if key == self.size_argument:
+                raise ValueError(f"{key}: set by the image size (model.image_size)")
+            if key not in takes:
+                raise ValueError(f"{key}: not an argument of {self.name}; it takes "
+                                 f"{', '.join(takes)}")
+            if not _is_instance(value, hints[key]):
+                raise ValueError(f"{key} must be {_type_name(hints[key])}, got {value!r}")
+            if key in RATE_ARGUMENTS and value is not None and not 0 <= value < 1:
+                raise ValueError(f"{key} must be in [0, 1), got {value!r}")
+
+
+def _is_instance(value: Any, hint: Any) -> bool:
+    options = get_args(hint) if get_origin(hint) is UnionType else (hint,)
+    if value is None:
+        return NoneType in options
+    if isinstance(value, bool):
+        return bool in options
+    if isinstance(value, int) and int in options:
+        return True
+    return isinstance(value, int | float) and float in options
+
+
+def _type_name(hint: Any) -> str:
+    options = get_args(hint) if get_origin(hint) is UnionType else (hint,)
+    names = {bool: "true or false", int: "an integer", float: "a number", NoneType: "empty"}
+    return " or ".join(names.get(o, getattr(o, "__name__", str(o))) for o in options)
 
 
 def _build_assignment_cnn(num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Module:
@@ -75,6 +121,7 @@ _SPECS: tuple[ModelSpec, ...] = (
     ModelSpec(
         name="assignment_cnn",
         builder=_build_assignment_cnn,
+        network=AssignmentCNN,
         input_size=180,
         expects_0_255=True,
         size_argument="input_size",
@@ -83,6 +130,7 @@ _SPECS: tuple[ModelSpec, ...] = (
         ModelSpec(
             name=f"efficientnet_{variant}",
             builder=_lite_builder(variant),
+            network=EfficientNetLite,
             input_size=LITE_VARIANTS[variant].image_size,
             mean=PRETRAINED_MEAN,
             std=PRETRAINED_STD,

@@ -40,6 +40,13 @@ OPTIMIZERS = ("adamw", "adam")
 ARTEFACT_NAMES = ("frame", "hair", "ruler", "colour_cast", "blur", "jpeg", "low_resolution")
 MONITORS = ("val_balanced_accuracy", "val_accuracy", "val_loss", "val_melanoma_auc")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla", "hpu")
+MIN_IMAGE_SIZE = 32
+"""Smallest input side: the networks pool or stride their input down 8 to 32 times."""
+SEED_LIMIT = 2**32
+PROBABILITIES = ("hflip", "vflip", "rotate90", "affine", "color_jitter", "artefact_probability",
+                 "artefact_max_severity")
+"""Augmentation keys that are probabilities (or severities) in ``[0, 1]``."""
 
 
 class ConfigError(ValueError):
@@ -247,6 +254,7 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        aug = self.augmentation
         checks = [
             (
                 self.model.name in MODEL_NAMES,
@@ -256,7 +264,28 @@ class TrainConfig:
                 self.model.colour_constancy in COLOUR_CONSTANCY,
                 f"model.colour_constancy must be one of {COLOUR_CONSTANCY}",
             ),
+            (self.model.image_size is None or self.model.image_size >= MIN_IMAGE_SIZE,
+             f"model.image_size must be at least {MIN_IMAGE_SIZE} pixels (empty: the model's "
+             "default)"),
             (self.epochs >= 1, "epochs must be at least 1"),
+            (0 <= self.seed < SEED_LIMIT, f"seed must be in [0, {SEED_LIMIT})"),
+            (0 <= self.data.split_seed < SEED_LIMIT,
+             f"data.split_seed must be in [0, {SEED_LIMIT})"),
+            (self.data.num_workers is None or self.data.num_workers >= 0,
+             "data.num_workers must be >= 0 (empty: sized to the machine)"),
+            (self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0 (0: never)"),
+            (self.optim.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0"),
+            (self.optim.weight_decay >= 0, "optim.weight_decay must be >= 0"),
+            (0.0 <= self.optim.min_lr_ratio <= 1.0, "optim.min_lr_ratio must be in [0, 1]"),
+            (self.accelerator in ACCELERATORS, f"accelerator must be one of {ACCELERATORS}"),
+            *((0.0 <= getattr(aug, key) <= 1.0, f"augmentation.{key} must be in [0, 1]")
+              for key in PROBABILITIES),
+            (0.0 <= aug.shift <= 1.0, "augmentation.shift must be in [0, 1]"),
+            (0.0 <= aug.scale < 1.0, "augmentation.scale must be in [0, 1)"),
+            (0.0 <= aug.rotate <= 180.0, "augmentation.rotate must be in [0, 180] degrees"),
+            *((getattr(aug, key) >= 0, f"augmentation.{key} must be >= 0")
+              for key in ("brightness", "contrast", "saturation")),
+            (0.0 <= aug.hue <= 0.5, "augmentation.hue must be in [0, 0.5]"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.devices >= 1 and self.num_nodes >= 1, "devices and num_nodes must be >= 1"),
             (0.0 < self.data.val_fraction < 1.0, "data.val_fraction must be between 0 and 1"),
@@ -271,13 +300,9 @@ class TrainConfig:
             (self.optim.optimizer in OPTIMIZERS, f"optim.optimizer must be one of {OPTIMIZERS}"),
             (self.optim.lr > 0, "optim.lr must be positive"),
             (0.0 <= self.optim.label_smoothing < 1.0, "optim.label_smoothing must be in [0, 1)"),
-            (0.0 < self.augmentation.crop_scale_min <= 1.0, "crop_scale_min must be in (0, 1]"),
+            (0.0 < aug.crop_scale_min <= 1.0, "augmentation.crop_scale_min must be in (0, 1]"),
             (0.0 < self.alert_sensitivity <= 1.0, "alert_sensitivity must be in (0, 1]"),
-            (0.0 <= self.augmentation.artefact_probability <= 1.0,
-             "augmentation.artefact_probability must be in [0, 1]"),
-            (0.0 <= self.augmentation.artefact_max_severity <= 1.0,
-             "augmentation.artefact_max_severity must be in [0, 1]"),
-            (set(self.augmentation.artefacts) <= set(ARTEFACT_NAMES),
+            (set(aug.artefacts) <= set(ARTEFACT_NAMES),
              f"augmentation.artefacts must be among {ARTEFACT_NAMES}"),
             (self.monitor in MONITORS, f"monitor must be one of {MONITORS}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
@@ -294,6 +319,14 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        spec = get_model_spec(self.model.name)
+        try:
+            spec.check_kwargs(self.model.kwargs)
+        except ValueError as exc:
+            raise ConfigError(f"model.kwargs.{exc}") from None
+        if self.model.pretrained and spec.weights_package is None:
+            raise ConfigError(f"model.pretrained: {self.model.name} has no pretrained weights; "
+                              "set model.pretrained: false (--no-pretrained)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -366,6 +399,8 @@ def load_config(path: Path | None) -> TrainConfig:
         values = yaml.safe_load(Path(path).read_text()) or {}
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
     return TrainConfig.from_dict(values)

@@ -21,6 +21,7 @@ from melanoscan.data.manifest import Skipped, scan, skipped_table
 from melanoscan.data.offline_augment import generate_offline_augmentations
 from melanoscan.data.sources import HOLDOUT_SPLIT, DataSourceError, read_sources
 from melanoscan.data.splits import CleaningPolicy, train_val_split
+from melanoscan.files import NAME_ERRORS, write_csv
 from melanoscan.preprocess import Preprocessing
 from melanoscan.training.config import TrainConfig
 
@@ -75,7 +76,7 @@ def prepare_data(
     if len(manifest) == 0:
         skipped_note = ""
         if manifest.skipped:
-            manifest.skipped_table().to_csv(run_dir / SKIPPED_FILE, index=False)
+            write_csv(manifest.skipped_table(), run_dir / SKIPPED_FILE)
             skipped_note = (f" ({len(manifest.skipped)} files skipped, listed in "
                             f"{run_dir / SKIPPED_FILE})")
         raise TrainingDataError(f"no readable image in {', '.join(map(str, data))}{skipped_note}")
@@ -104,11 +105,11 @@ def prepare_data(
             table, config, preprocessing, run_dir, show_progress
         )
         skipped = [*skipped, *offline_skipped]
-    skipped_table(skipped).to_csv(run_dir / SKIPPED_FILE, index=False)
-    result.excluded.to_csv(run_dir / EXCLUDED_FILE, index=False)
+    write_csv(skipped_table(skipped), run_dir / SKIPPED_FILE)
+    write_csv(result.excluded, run_dir / EXCLUDED_FILE)
     if not result.relabelled.empty:
-        result.relabelled.to_csv(run_dir / RELABELLED_FILE, index=False)
-    table.to_csv(run_dir / SPLIT_FILE, index=False)
+        write_csv(result.relabelled, run_dir / RELABELLED_FILE)
+    write_csv(table, run_dir / SPLIT_FILE)
     summary = {
         "sources": [str(d) for d in data],
         "counts": _counts(table),
@@ -148,7 +149,8 @@ def read_prepared(run_dir: Path) -> PreparedData:
             f"{split_path} is missing: it is written by the first process of a run (multi-node "
             "training needs the run directory on a shared filesystem)"
         )
-    table = pd.read_csv(split_path, dtype={"image_id": "object", "group_id": "object"})
+    table = pd.read_csv(split_path, dtype={"image_id": "object", "group_id": "object"},
+                        encoding_errors=NAME_ERRORS)
     summary_path = run_dir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return PreparedData(table, summary, list(summary.get("warnings", [])))

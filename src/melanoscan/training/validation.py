@@ -20,6 +20,7 @@ from melanoscan.evaluation.calibration import (
 )
 from melanoscan.evaluation.metrics import classification_metrics
 from melanoscan.evaluation.plots import plot_confusion_matrix
+from melanoscan.files import write_csv
 from melanoscan.training.datamodule import LesionDataModule
 
 __all__ = ["calibrate", "validation_record"]
@@ -55,7 +56,7 @@ def validation_record(
     table["readable"] = readable
     for i, name in enumerate(classes):
         table[name] = probabilities[:, i]
-    table.to_csv(run_dir / "validation_predictions.csv", index=False)
+    write_csv(table, run_dir / "validation_predictions.csv")
     labels = dataset.labels[readable]
     metrics = _metrics(labels, probabilities[readable], classes)
     metrics["unreadable"] = int((~readable).sum())
