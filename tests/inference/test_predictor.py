@@ -5,16 +5,26 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from melanoscan.bundle import read_metadata
+from melanoscan.bundle import (
+    BundleError,
+    load_bundle,
+    read_metadata,
+    save_bundle,
+    weights_sha256,
+    write_metadata,
+)
 from melanoscan.cli import app
 from melanoscan.data.images import load_rgb
 from melanoscan.inference.predictor import Predictor, expand_inputs, load_model
@@ -39,6 +49,55 @@ def test_backend_choice(tiny_bundle: Path, onnx_bundle: Path) -> None:
     assert Predictor(tiny_bundle).backend == "torch"
     with pytest.raises(ValueError, match="backend must be one of"):
         Predictor(tiny_bundle, backend="tensorrt")
+
+
+def _retrained(bundle: Path, target: Path) -> torch.nn.Module:
+    """A copy of ``bundle`` and a model with other weights for it."""
+    shutil.copytree(bundle, target)
+    model = load_bundle(target).model
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.5)
+    return model
+
+
+def test_a_stale_onnx_export_is_never_used(onnx_bundle: Path, tmp_path: Path) -> None:
+    assert read_metadata(onnx_bundle).exports["onnx"]["weights_sha256"] == weights_sha256(
+        onnx_bundle)
+    copy = tmp_path / "bundle"
+    model = _retrained(onnx_bundle, copy)
+    torch.save(model.state_dict(), copy / "weights.pt")  # weights changed behind the export
+    with pytest.warns(UserWarning, match=r"exported from other weights .*melanoscan export"):
+        stale = Predictor(copy)
+    assert stale.backend == "torch"
+    with pytest.raises(BundleError, match=f"run: melanoscan export --model {copy}"):
+        Predictor(copy, backend="onnx")
+    image = load_rgb(EXAMPLE_FILES[0])
+    fresh = Predictor(onnx_bundle, backend="torch").probabilities([image])
+    assert np.abs(stale.probabilities([image]) - fresh).max() > 1e-3  # the new weights ran
+
+
+def test_saving_new_weights_drops_the_onnx_export(onnx_bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    model = _retrained(onnx_bundle, copy)
+    save_bundle(copy, model, read_metadata(copy))
+    assert not (copy / "model.onnx").exists()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*other weights")
+        assert Predictor(copy).backend == "torch"
+    with pytest.raises(BundleError, match="has no ONNX export"):
+        Predictor(copy, backend="onnx")
+
+
+def test_an_onnx_export_without_a_weights_record_is_used(onnx_bundle: Path,
+                                                         tmp_path: Path) -> None:
+    """Exports made before the record (the shipped model's) cannot be checked: used as is."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(onnx_bundle, copy)
+    metadata = read_metadata(copy)
+    del metadata.exports["onnx"]["weights_sha256"]
+    write_metadata(copy, metadata)
+    assert Predictor(copy).backend == "onnx"
 
 
 def test_python_api_accepts_paths_images_and_arrays(onnx_bundle: Path) -> None:

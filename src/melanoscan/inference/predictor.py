@@ -19,11 +19,14 @@ from PIL import Image
 
 from melanoscan import taxonomy
 from melanoscan.bundle import (
-    ONNX_FILE,
+    WEIGHTS_FILE,
     BundleError,
     BundleMetadata,
+    onnx_path,
+    onnx_state,
     read_metadata,
     resolve_bundle_path,
+    warn_if_versions_differ,
 )
 from melanoscan.data.images import ImageDecodeError, decode, is_image_file
 from melanoscan.evaluation.calibration import softmax
@@ -115,16 +118,19 @@ class Predictor:
     """A bundle ready to predict: calibrated probabilities, the melanoma alert and the gate.
 
     A bundle without a gate (made before melanoscan had one) loads with a warning; its
-    predictions say ``gate="unchecked"``.
+    predictions say ``gate="unchecked"``. A bundle saved under other versions of the packages
+    its outputs depend on loads with one warning naming them.
 
     Args:
         bundle: bundle directory (``None``: the model shipped in the package).
         backend: ``onnx`` (onnxruntime, no torch), ``torch``, or ``auto`` (ONNX when the
-            bundle has an export and onnxruntime is installed).
+            bundle has an export made from its current weights and onnxruntime is installed;
+            torch, with a warning, when the export is stale).
 
     Raises:
-        BundleError: ``backend="onnx"`` with a gate, but the ONNX export predates it (it has no
-            ``features`` output): run ``melanoscan export`` again.
+        BundleError: ``backend="onnx"`` but the bundle has no ONNX export, or it was made from
+            other weights, or it predates the bundle's gate (no ``features`` output): run
+            ``melanoscan export`` again.
     """
 
     def __init__(self, bundle: Path | str | None = None, backend: str = "auto") -> None:
@@ -152,22 +158,40 @@ class Predictor:
                 "--gate-only --data TRAINING_DATA",
                 stacklevel=2,
             )
-        onnx_path = self.path / self.metadata.exports.get("onnx", {}).get("file", ONNX_FILE)
-        requested = backend
+        self.backend, run = self._choose_backend(backend)
+        warn_if_versions_differ(self.path, self.metadata,
+                                ("Pillow", "numpy", "onnxruntime" if run else "torch"))
+        self._run: Runner = run if run is not None else _torch_runner(self.path)
+
+    def _choose_backend(self, requested: str) -> tuple[str, Runner | None]:
+        """The backend to use, and its runner when it is onnx (see the class docstring)."""
+        backend = requested
+        onnx_file = onnx_path(self.path, self.metadata)
+        export = f"run: melanoscan export --model {self.path}"
+        state = onnx_state(self.path, self.metadata)
+        if backend == "onnx" and state == "absent":
+            raise BundleError(f"{self.path} has no ONNX export ({onnx_file.name}); {export}")
+        if state == "stale":
+            message = (f"{onnx_file} was exported from other weights than {WEIGHTS_FILE} "
+                       f"(they changed since); {export}")
+            if requested == "onnx":
+                raise BundleError(message)
+            if requested == "auto":
+                warnings.warn(f"{message}. Using torch meanwhile.", stacklevel=3)
+                backend = "torch"
         if backend == "auto":
-            backend = "onnx" if onnx_path.is_file() and _has_onnxruntime() else "torch"
+            backend = "onnx" if state != "absent" and _has_onnxruntime() else "torch"
         run: Runner | None = None
         if backend == "onnx":
-            run, has_features = _onnx_runner(onnx_path)
+            run, has_features = _onnx_runner(onnx_file)
             if self.gate is not None and not has_features:
-                message = (f"{onnx_path} was exported before the dermoscopy gate (it has no "
-                           f"'features' output); run: melanoscan export --model {self.path}")
+                message = (f"{onnx_file} was exported before the dermoscopy gate (it has no "
+                           f"'features' output); {export}")
                 if requested == "onnx":
                     raise BundleError(message)
-                warnings.warn(f"{message}. Using torch meanwhile.", stacklevel=2)
+                warnings.warn(f"{message}. Using torch meanwhile.", stacklevel=3)
                 backend, run = "torch", None
-        self.backend = backend
-        self._run: Runner = run if run is not None else _torch_runner(self.path)
+        return backend, run
 
     @property
     def name(self) -> str:
@@ -333,4 +357,4 @@ def _onnx_runner(path: Path) -> tuple[Runner, bool]:
 def _torch_runner(path: Path) -> Runner:
     from melanoscan.bundle import load_bundle
 
-    return load_bundle(path).logits_and_features
+    return load_bundle(path, check_versions=False).logits_and_features
