@@ -30,7 +30,7 @@ from melanoscan.data.images import load_rgb
 from melanoscan.inference.predictor import Predictor, expand_inputs, load_model
 from melanoscan.inference.render import FIXED_COLUMNS
 from melanoscan.taxonomy import CLASSES
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, lesion_image
 
 runner = CliRunner()
 EXAMPLE_FILES = sorted(EXAMPLES.rglob("*.jpg"))
@@ -116,6 +116,50 @@ def test_python_api_accepts_paths_images_and_arrays(onnx_bundle: Path) -> None:
         assert other.probabilities == pytest.approx(first.probabilities, abs=1e-6)
     with pytest.raises(ValueError, match="uint8"):
         model.predict([np.zeros((4, 4), dtype=np.float32)])
+
+
+def _model_inputs(model: Predictor, images: list) -> list[np.ndarray]:
+    """What the network receives for each of ``images``, one prediction at a time."""
+    seen: list[np.ndarray] = []
+    run = model._run
+
+    def recording(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        seen.append(inputs.copy())
+        return run(inputs)
+
+    model._run = recording
+    for image in images:
+        model.predict([image])
+    return seen
+
+
+def test_every_input_kind_gives_the_model_the_same_input(tiny_bundle: Path,
+                                                         tmp_path: Path) -> None:
+    """One decode for paths, bytes, PIL images and arrays: EXIF rotation, alpha on black."""
+    model = Predictor(tiny_bundle, backend="torch")
+    photo = lesion_image(3, 64).resize((64, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    rotated = tmp_path / "rotated.jpg"
+    photo.save(rotated, exif=exif.tobytes(), quality=95)
+    pixels = np.asarray(lesion_image(4, 48)).copy()
+    pixels[:, :16] = 255  # white under the transparent strip: black once composited
+    alpha = np.full((48, 48), 255, dtype=np.uint8)
+    alpha[:, :16] = 0
+    translucent = tmp_path / "translucent.png"
+    Image.fromarray(np.dstack([pixels, alpha]), "RGBA").save(translucent)
+
+    for path in (rotated, translucent):
+        with Image.open(path) as opened:
+            kinds = [path, str(path), path.read_bytes(), opened]
+            if path.suffix == ".png":
+                kinds.append(np.asarray(opened))
+            inputs = _model_inputs(model, kinds)
+            recipe = model.preprocessing
+            naive = recipe.normalise(recipe.resize(opened.convert("RGB")))[None]
+        for other in inputs[1:]:
+            np.testing.assert_array_equal(other, inputs[0])
+        assert np.abs(naive - inputs[0]).max() > 0.1  # what .convert("RGB") alone gave
 
 
 def test_onnx_prediction_does_not_import_torch(onnx_bundle: Path) -> None:

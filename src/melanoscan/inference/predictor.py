@@ -28,7 +28,7 @@ from melanoscan.bundle import (
     resolve_bundle_path,
     warn_if_versions_differ,
 )
-from melanoscan.data.images import ImageDecodeError, decode, is_image_file
+from melanoscan.data.images import ImageDecodeError, ImageSource, decode, is_image_file
 from melanoscan.evaluation.calibration import softmax
 from melanoscan.gate import FLAGGED, UNCHECKED, VERDICT_LABELS, Gate, GateVerdict, load_gate
 from melanoscan.preprocess import Preprocessing
@@ -44,7 +44,6 @@ __all__ = [
 
 BACKENDS = ("auto", "onnx", "torch")
 DEFAULT_ALERT_THRESHOLD = 0.5
-ImageInput = str | Path | Image.Image | np.ndarray
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 """Preprocessed inputs ``(N, 3, S, S)`` → logits and the gate's features (``None``: none)."""
 
@@ -206,9 +205,12 @@ class Predictor:
         return self._run(np.ascontiguousarray(inputs, dtype=np.float32))[0]
 
     def predict(
-        self, images: Iterable[ImageInput], batch_size: int = 32, gate: bool = True
+        self, images: Iterable[ImageSource], batch_size: int = 32, gate: bool = True
     ) -> list[Prediction]:
-        """Predict paths, PIL images or ``uint8`` RGB arrays.
+        """Predict paths, encoded bytes, PIL images or ``uint8`` arrays.
+
+        Every kind goes through :func:`melanoscan.data.images.decode`, as files do: EXIF
+        rotation applied, transparency composited on black.
 
         Args:
             images: the inputs.
@@ -218,10 +220,11 @@ class Predictor:
 
         Raises:
             ImageDecodeError: an input cannot be read (use :meth:`predict_files` to skip them).
+            ValueError: an array of a shape or type no image has.
         """
         results = []
         for chunk in _chunks(list(images), batch_size):
-            decoded = [_to_image(item) for item in chunk]
+            decoded = [decode(item).image for item in chunk]
             names = [str(item) if isinstance(item, str | Path) else None for item in chunk]
             results.extend(self._predict_batch(names, decoded, gate))
         return results
@@ -310,16 +313,6 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[Skippe
         else:
             missing.append(SkippedInput(str(item), "not found"))
     return list(found), missing
-
-
-def _to_image(item: ImageInput) -> Image.Image:
-    if isinstance(item, Image.Image):
-        return item.convert("RGB")
-    if isinstance(item, np.ndarray):
-        if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3:
-            raise ValueError(f"arrays must be uint8 (H, W, 3) RGB, got {item.dtype} {item.shape}")
-        return Image.fromarray(item)
-    return decode(Path(item)).image
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
