@@ -10,6 +10,7 @@ from rich.console import Console
 
 from melanoscan import __version__
 from melanoscan.data.sources import DataSourceError
+from melanoscan.process import configure_process
 
 if TYPE_CHECKING:
     from melanoscan.data.manifest import Manifest
@@ -58,6 +59,7 @@ def main(
     ] = False,
 ) -> None:
     """melanoscan: research tool for dermoscopy images. Not a medical device."""
+    configure_process()  # before any command imports torch
 
 
 def fail(message: str) -> typer.Exit:
