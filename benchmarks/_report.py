@@ -12,6 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from melanoscan.process import configure_process
+
+configure_process()  # the benchmarks are entry points, like the CLI: before torch loads
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "BENCHMARKS.md"
@@ -24,7 +28,7 @@ confidence intervals.
 
 
 def machine() -> dict[str, Any]:
-    import torch  # after melanoscan, which sets the OpenMP wait policy before torch loads
+    import torch
 
     cores = len(os.sched_getaffinity(0))
     return {

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +19,13 @@ from melanoscan.bundle import (
     FORMAT_VERSION,
     BundleError,
     BundleMetadata,
+    installed_versions,
     load_bundle,
+    onnx_state,
     read_metadata,
     save_bundle,
     staged_directory,
+    weights_sha256,
     write_metadata,
 )
 from melanoscan.models import create_model
@@ -127,3 +132,68 @@ def test_staged_directory_replaces_the_folder_only_when_complete(tmp_path: Path)
         (staging / "bundle.json").write_text("new")
     assert [p.name for p in target.iterdir()] == ["bundle.json"]
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_save_drops_an_onnx_export_of_other_weights(tmp_path: Path) -> None:
+    model, _ = _save(tmp_path / "b")
+    metadata = read_metadata(tmp_path / "b")
+    (tmp_path / "b" / "model.onnx").write_bytes(b"an export of earlier weights")
+    metadata.exports["onnx"] = {"file": "model.onnx", "weights_sha256": "0" * 64}
+    save_bundle(tmp_path / "b", model, metadata)
+    assert not (tmp_path / "b" / "model.onnx").exists()
+    assert "onnx" not in read_metadata(tmp_path / "b").exports
+    # one without any record (copied in by hand) is dropped too
+    (tmp_path / "b" / "model.onnx").write_bytes(b"unrecorded")
+    save_bundle(tmp_path / "b", model, read_metadata(tmp_path / "b"))
+    assert not (tmp_path / "b" / "model.onnx").exists()
+
+
+def test_save_keeps_an_onnx_export_of_the_same_weights(tmp_path: Path) -> None:
+    model, _ = _save(tmp_path / "b")
+    metadata = read_metadata(tmp_path / "b")
+    (tmp_path / "b" / "model.onnx").write_bytes(b"an export of these weights")
+    metadata.exports["onnx"] = {"file": "model.onnx",
+                                "weights_sha256": weights_sha256(tmp_path / "b")}
+    save_bundle(tmp_path / "b", model, metadata)
+    assert onnx_state(tmp_path / "b", read_metadata(tmp_path / "b")) == "current"
+
+
+def test_onnx_state(tmp_path: Path) -> None:
+    _save(tmp_path / "b")
+    weights = (tmp_path / "b" / "weights.pt").read_bytes()
+    assert weights_sha256(tmp_path / "b") == hashlib.sha256(weights).hexdigest()
+    metadata = read_metadata(tmp_path / "b")
+    assert onnx_state(tmp_path / "b", metadata) == "absent"
+    (tmp_path / "b" / "model.onnx").write_bytes(b"onnx")
+    metadata.exports["onnx"] = {"file": "model.onnx"}  # exported before the hash was recorded
+    assert onnx_state(tmp_path / "b", metadata) == "unknown"
+    metadata.exports["onnx"]["weights_sha256"] = hashlib.sha256(weights).hexdigest()
+    assert onnx_state(tmp_path / "b", metadata) == "current"
+    (tmp_path / "b" / "weights.pt").write_bytes(weights + b"changed")
+    assert onnx_state(tmp_path / "b", metadata) == "stale"
+
+
+def _version_warnings(path: Path) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_bundle(path)
+    return [str(w.message) for w in caught if "package versions" in str(w.message)]
+
+
+def test_versions_are_recorded_and_checked_on_load(tmp_path: Path) -> None:
+    _save(tmp_path / "b")
+    metadata = read_metadata(tmp_path / "b")
+    assert metadata.versions == installed_versions()
+    assert metadata.versions["torch"] and metadata.versions["numpy"]
+    assert _version_warnings(tmp_path / "b") == []
+    metadata.versions["numpy"] = "1.0.0"
+    metadata.versions["Pillow"] = "2.0.0"
+    metadata.versions["torch"] = metadata.versions["torch"].split("+")[0] + "+cu999"
+    write_metadata(tmp_path / "b", metadata)
+    [message] = _version_warnings(tmp_path / "b")  # one warning for all, not an error
+    assert "numpy 1.0.0 -> " in message and "Pillow 2.0.0 -> " in message
+    assert "torch" not in message  # another build of the same version
+    values = json.loads((tmp_path / "b" / "bundle.json").read_text())
+    del values["versions"]  # a bundle from before the record
+    (tmp_path / "b" / "bundle.json").write_text(json.dumps(values))
+    assert _version_warnings(tmp_path / "b") == []

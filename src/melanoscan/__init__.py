@@ -1,14 +1,11 @@
-"""melanoscan: melanoma detection in dermoscopy images."""
+"""melanoscan: melanoma detection in dermoscopy images.
 
-import os
+Importing it changes no process-wide state; the command line sets what it needs
+(:func:`melanoscan.process.configure_process`).
+"""
+
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-
-# OpenMP threads that spin while waiting collapse when anything else wants the same cores (a
-# DataLoader worker, a second job): EfficientNet-Lite0 training steps on 2 cores shared with
-# another training job measured 0.9 images/s spinning against 6.2 passive. Set before torch
-# loads OpenMP; an explicit OMP_WAIT_POLICY in the environment wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:
     __version__ = version("melanoscan")

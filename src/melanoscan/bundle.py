@@ -9,19 +9,26 @@ A bundle is a directory::
                           validated on, so evaluation can refuse a "test" set that overlaps training
     gate.npz              the dermoscopy gate's fitted statistics (optional; described by the
                           ``gate`` block of bundle.json, see melanoscan.gate)
+    model.onnx            the ONNX export (optional; ``exports.onnx`` in bundle.json records the
+                          SHA-256 of the weights.pt it was made from)
 
 Training writes it, calibration and export amend it, evaluation, prediction and serving read it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import pickle
+import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -42,13 +49,19 @@ __all__ = [
     "Bundle",
     "BundleError",
     "BundleMetadata",
+    "OnnxState",
     "atomic_write",
     "default_bundle_path",
+    "installed_versions",
     "load_bundle",
+    "onnx_path",
+    "onnx_state",
     "read_metadata",
     "resolve_bundle_path",
     "save_bundle",
     "staged_directory",
+    "warn_if_versions_differ",
+    "weights_sha256",
     "write_metadata",
 ]
 
@@ -58,6 +71,10 @@ METADATA_FILE = "bundle.json"
 WEIGHTS_FILE = "weights.pt"
 TRAINING_IMAGES_FILE = "training_images.csv"
 ONNX_FILE = "model.onnx"
+VERSIONED_PACKAGES = ("torch", "onnxruntime", "Pillow", "numpy")
+"""Packages whose version can change a bundle's outputs; recorded in ``versions``."""
+
+OnnxState = Literal["absent", "unknown", "current", "stale"]
 
 
 class BundleError(Exception):
@@ -87,6 +104,8 @@ class BundleMetadata:
         gate: the dermoscopy gate (:mod:`melanoscan.gate`): its file, method, threshold, quality
             limits and what it was fitted on; empty for a bundle without one.
         test_metrics: headline figures on held-out test sets, for a shipped model's card.
+        versions: the versions of :data:`VERSIONED_PACKAGES` the weights were saved (or last
+            exported) under (``None``: not installed); empty for a bundle from before this record.
         melanoscan_version: version that wrote the bundle.
         created: UTC timestamp (ISO 8601).
         format: always :data:`BUNDLE_FORMAT`.
@@ -103,6 +122,7 @@ class BundleMetadata:
     exports: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
     test_metrics: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str | None] = field(default_factory=dict)
     melanoscan_version: str = __version__
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     format: str = BUNDLE_FORMAT
@@ -180,6 +200,9 @@ def save_bundle(
 ) -> Path:
     """Write a bundle into ``directory`` (created if needed); each file is replaced atomically.
 
+    Records the installed :data:`VERSIONED_PACKAGES` in ``metadata.versions``. An ONNX export
+    there that was not made from these weights is deleted, with its ``exports`` record.
+
     Raises:
         OSError: a file could not be written (full disk); see :func:`staged_directory` for
             never leaving a partial bundle.
@@ -193,6 +216,12 @@ def save_bundle(
     buffer = io.BytesIO()
     torch.save(state, buffer)
     atomic_write(directory / WEIGHTS_FILE, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+    onnx_record = metadata.exports.get("onnx")
+    if onnx_record is None or onnx_record.get("weights_sha256") != weights_sha256(directory):
+        onnx_path(directory, metadata).unlink(missing_ok=True)
+        (directory / ONNX_FILE).unlink(missing_ok=True)
+        metadata.exports.pop("onnx", None)
+    metadata.versions = installed_versions()
     if training_images is not None:
         columns = [c for c in ("content_hash", "image_id", "label", "split", "source")
                    if c in training_images]
@@ -261,8 +290,15 @@ def resolve_bundle_path(path: Path | str | None) -> Path:
     return shipped
 
 
-def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> Bundle:
+def load_bundle(
+    path: Path | str, device: str | torch.device = "cpu", *, check_versions: bool = True
+) -> Bundle:
     """Load a bundle into a ready model (eval mode, on ``device``).
+
+    Args:
+        path: the bundle directory.
+        device: where the model goes.
+        check_versions: warn when torch, Pillow or numpy differ from the bundle's record.
 
     Raises:
         BundleError: see :func:`read_metadata`; also missing or mismatched weights.
@@ -275,6 +311,8 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> Bundle:
     if directory.name == METADATA_FILE:
         directory = directory.parent
     metadata = read_metadata(directory)
+    if check_versions:
+        warn_if_versions_differ(directory, metadata, ("torch", "Pillow", "numpy"))
     try:
         preprocessing = Preprocessing.from_dict(metadata.preprocessing)
         arch = metadata.architecture
@@ -294,6 +332,75 @@ def load_bundle(path: Path | str, device: str | torch.device = "cpu") -> Bundle:
         raise BundleError(f"{weights} does not load into {arch['name']}: {first_line}") from None
     model.to(device).eval()
     return Bundle(directory, metadata, model, preprocessing)
+
+
+def weights_sha256(directory: Path | str) -> str | None:
+    """SHA-256 of the bundle's ``weights.pt`` (``None`` when it has none)."""
+    path = Path(directory) / WEIGHTS_FILE
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def onnx_path(directory: Path | str, metadata: BundleMetadata) -> Path:
+    """Where the bundle's ONNX export is (or would be)."""
+    return Path(directory) / metadata.exports.get("onnx", {}).get("file", ONNX_FILE)
+
+
+def onnx_state(directory: Path | str, metadata: BundleMetadata) -> OnnxState:
+    """Whether the ONNX export was made from the bundle's current weights.
+
+    Returns:
+        ``absent`` (no ONNX file), ``current`` (made from ``weights.pt`` as it is), ``stale``
+        (made from other weights: run ``melanoscan export`` again) or ``unknown`` (exported
+        before melanoscan recorded the weights' hash: used as is).
+    """
+    if not onnx_path(directory, metadata).is_file():
+        return "absent"
+    recorded = metadata.exports.get("onnx", {}).get("weights_sha256")
+    if recorded is None:
+        return "unknown"
+    return "current" if recorded == weights_sha256(directory) else "stale"
+
+
+def installed_versions() -> dict[str, str | None]:
+    """The installed version of each of :data:`VERSIONED_PACKAGES` (``None``: not installed)."""
+    versions: dict[str, str | None] = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = package_version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def warn_if_versions_differ(
+    directory: Path | str, metadata: BundleMetadata, packages: Iterable[str]
+) -> None:
+    """One warning naming every package in ``packages`` installed at another version than the
+    bundle records (local build tags such as ``+cpu`` aside); silent for a bundle without the
+    record, or a package either side lacks."""
+    installed = installed_versions()
+    differences = [
+        f"{name} {metadata.versions[name]} -> {installed[name]}"
+        for name in packages
+        if metadata.versions.get(name) and installed.get(name)
+        and _public(metadata.versions[name]) != _public(installed[name])
+    ]
+    if differences:
+        warnings.warn(
+            f"{directory} was saved under other package versions ({', '.join(differences)}): "
+            "its outputs may differ slightly from those it was validated with",
+            stacklevel=3,
+        )
+
+
+def _public(version: str | None) -> str:
+    return str(version).split("+", 1)[0]
 
 
 def _json_default(value: Any) -> Any:

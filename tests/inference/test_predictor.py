@@ -5,22 +5,32 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from melanoscan.bundle import read_metadata
+from melanoscan.bundle import (
+    BundleError,
+    load_bundle,
+    read_metadata,
+    save_bundle,
+    weights_sha256,
+    write_metadata,
+)
 from melanoscan.cli import app
 from melanoscan.data.images import load_rgb
 from melanoscan.inference.predictor import Predictor, expand_inputs, load_model
 from melanoscan.inference.render import FIXED_COLUMNS
 from melanoscan.taxonomy import CLASSES
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, lesion_image
 
 runner = CliRunner()
 EXAMPLE_FILES = sorted(EXAMPLES.rglob("*.jpg"))
@@ -41,6 +51,55 @@ def test_backend_choice(tiny_bundle: Path, onnx_bundle: Path) -> None:
         Predictor(tiny_bundle, backend="tensorrt")
 
 
+def _retrained(bundle: Path, target: Path) -> torch.nn.Module:
+    """A copy of ``bundle`` and a model with other weights for it."""
+    shutil.copytree(bundle, target)
+    model = load_bundle(target).model
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.5)
+    return model
+
+
+def test_a_stale_onnx_export_is_never_used(onnx_bundle: Path, tmp_path: Path) -> None:
+    assert read_metadata(onnx_bundle).exports["onnx"]["weights_sha256"] == weights_sha256(
+        onnx_bundle)
+    copy = tmp_path / "bundle"
+    model = _retrained(onnx_bundle, copy)
+    torch.save(model.state_dict(), copy / "weights.pt")  # weights changed behind the export
+    with pytest.warns(UserWarning, match=r"exported from other weights .*melanoscan export"):
+        stale = Predictor(copy)
+    assert stale.backend == "torch"
+    with pytest.raises(BundleError, match=f"run: melanoscan export --model {copy}"):
+        Predictor(copy, backend="onnx")
+    image = load_rgb(EXAMPLE_FILES[0])
+    fresh = Predictor(onnx_bundle, backend="torch").probabilities([image])
+    assert np.abs(stale.probabilities([image]) - fresh).max() > 1e-3  # the new weights ran
+
+
+def test_saving_new_weights_drops_the_onnx_export(onnx_bundle: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "bundle"
+    model = _retrained(onnx_bundle, copy)
+    save_bundle(copy, model, read_metadata(copy))
+    assert not (copy / "model.onnx").exists()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*other weights")
+        assert Predictor(copy).backend == "torch"
+    with pytest.raises(BundleError, match="has no ONNX export"):
+        Predictor(copy, backend="onnx")
+
+
+def test_an_onnx_export_without_a_weights_record_is_used(onnx_bundle: Path,
+                                                         tmp_path: Path) -> None:
+    """Exports made before the record (the shipped model's) cannot be checked: used as is."""
+    copy = tmp_path / "bundle"
+    shutil.copytree(onnx_bundle, copy)
+    metadata = read_metadata(copy)
+    del metadata.exports["onnx"]["weights_sha256"]
+    write_metadata(copy, metadata)
+    assert Predictor(copy).backend == "onnx"
+
+
 def test_python_api_accepts_paths_images_and_arrays(onnx_bundle: Path) -> None:
     model = load_model(onnx_bundle)
     path = EXAMPLE_FILES[0]
@@ -57,6 +116,50 @@ def test_python_api_accepts_paths_images_and_arrays(onnx_bundle: Path) -> None:
         assert other.probabilities == pytest.approx(first.probabilities, abs=1e-6)
     with pytest.raises(ValueError, match="uint8"):
         model.predict([np.zeros((4, 4), dtype=np.float32)])
+
+
+def _model_inputs(model: Predictor, images: list) -> list[np.ndarray]:
+    """What the network receives for each of ``images``, one prediction at a time."""
+    seen: list[np.ndarray] = []
+    run = model._run
+
+    def recording(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        seen.append(inputs.copy())
+        return run(inputs)
+
+    model._run = recording
+    for image in images:
+        model.predict([image])
+    return seen
+
+
+def test_every_input_kind_gives_the_model_the_same_input(tiny_bundle: Path,
+                                                         tmp_path: Path) -> None:
+    """One decode for paths, bytes, PIL images and arrays: EXIF rotation, alpha on black."""
+    model = Predictor(tiny_bundle, backend="torch")
+    photo = lesion_image(3, 64).resize((64, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    rotated = tmp_path / "rotated.jpg"
+    photo.save(rotated, exif=exif.tobytes(), quality=95)
+    pixels = np.asarray(lesion_image(4, 48)).copy()
+    pixels[:, :16] = 255  # white under the transparent strip: black once composited
+    alpha = np.full((48, 48), 255, dtype=np.uint8)
+    alpha[:, :16] = 0
+    translucent = tmp_path / "translucent.png"
+    Image.fromarray(np.dstack([pixels, alpha]), "RGBA").save(translucent)
+
+    for path in (rotated, translucent):
+        with Image.open(path) as opened:
+            kinds = [path, str(path), path.read_bytes(), opened]
+            if path.suffix == ".png":
+                kinds.append(np.asarray(opened))
+            inputs = _model_inputs(model, kinds)
+            recipe = model.preprocessing
+            naive = recipe.normalise(recipe.resize(opened.convert("RGB")))[None]
+        for other in inputs[1:]:
+            np.testing.assert_array_equal(other, inputs[0])
+        assert np.abs(naive - inputs[0]).max() > 0.1  # what .convert("RGB") alone gave
 
 
 def test_onnx_prediction_does_not_import_torch(onnx_bundle: Path) -> None:

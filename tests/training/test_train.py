@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import re
 import signal
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -222,14 +223,18 @@ def test_unreadable_images_mid_run_are_skipped_and_reported_once(
 
 
 def test_existing_run_is_not_overwritten(tiny_data: Path, tmp_path: Path) -> None:
+    filters = list(warnings.filters)
     train([tiny_data], tmp_path / "run", tiny_config(epochs=1), show_progress=False)
+    assert warnings.filters == filters  # a run leaves the process's warning filters alone
     with pytest.raises(TrainingInputError, match="already holds a run"):
         train([tiny_data], tmp_path / "run", tiny_config(epochs=1), show_progress=False)
 
 
 def test_nothing_to_resume(tmp_path: Path) -> None:
+    filters = list(warnings.filters)
     with pytest.raises(TrainingInputError, match="nothing to resume"):
         train(None, tmp_path / "run", resume=True, show_progress=False)
+    assert warnings.filters == filters
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from rich.console import Console
 from melanoscan import __version__
 from melanoscan.data.sources import DataSourceError
 from melanoscan.files import NAME_ERRORS
+from melanoscan.process import configure_process
 
 if TYPE_CHECKING:
     from melanoscan.data.manifest import Manifest
@@ -68,6 +69,7 @@ def main(
     # whatever the locale; strict encoding would end the command (melanoscan.files).
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(errors=NAME_ERRORS)
+    configure_process()  # before any command imports torch
 
 
 def fail(message: str) -> typer.Exit:

@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import albumentations as A
 import cv2
 import numpy as np
+
+from melanoscan.data._albumentations import A
 
 __all__ = ["ARTEFACTS", "AcquisitionArtefact", "apply_artefact"]
 

@@ -6,11 +6,8 @@ import html
 import json
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
@@ -147,23 +144,27 @@ def plot_class_distribution(report: AuditReport, path: Path) -> Path:
     """Horizontal bar chart of images per class, one bar segment per split."""
     splits = [s for s in report.counts if s != "all"]
     frame = pd.DataFrame({s: report.counts[s] for s in splits}).reindex(list(taxonomy.CLASSES))
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    frame.rename(index=taxonomy.DISPLAY_NAMES).iloc[::-1].plot.barh(stacked=True, ax=ax)
+    fig = Figure(figsize=(9, 4.5))
+    ax = fig.subplots()
+    rows = frame.rename(index=taxonomy.DISPLAY_NAMES).iloc[::-1].fillna(0)
+    left = pd.Series(0.0, index=rows.index)
+    for split in rows.columns:  # stacked bars, drawn directly: pandas plotting uses pyplot
+        ax.barh(rows.index, rows[split], left=left, label=split)
+        left = left + rows[split]
+    ax.legend()
     ax.set_xlabel("images")
     ax.set_title("Class distribution")
     for index, total in enumerate(frame.sum(axis=1).iloc[::-1]):
         ax.text(total, index, f" {int(total)}", va="center", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path
 
 
 def plot_samples(table: pd.DataFrame, path: Path, per_class: int = SAMPLES_PER_CLASS) -> Path:
     """A grid with a few random images of every class (one row per class)."""
-    fig, axes = plt.subplots(
-        len(taxonomy.CLASSES), per_class, figsize=(per_class * 1.3, len(taxonomy.CLASSES) * 1.35)
-    )
+    fig = Figure(figsize=(per_class * 1.3, len(taxonomy.CLASSES) * 1.35))
+    axes = fig.subplots(len(taxonomy.CLASSES), per_class, squeeze=False)
     for row, name in enumerate(taxonomy.CLASSES):
         rows = table[table["label"] == name]
         chosen = rows.sample(min(per_class, len(rows)), random_state=0)["path"].tolist()
@@ -184,7 +185,6 @@ def plot_samples(table: pd.DataFrame, path: Path, per_class: int = SAMPLES_PER_C
     fig.suptitle("Samples per class")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 

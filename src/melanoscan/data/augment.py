@@ -6,17 +6,13 @@ The transforms take and return ``uint8`` ``(S, S, 3)`` arrays, so a training ima
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
-# albumentations asks PyPI for a newer version on import; training must not touch the network.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import albumentations as A
 import cv2
 import numpy as np
 import torch.utils.data
 
+from melanoscan.data._albumentations import A
 from melanoscan.data.artefacts import AcquisitionArtefact
 
 if TYPE_CHECKING:

@@ -1,8 +1,9 @@
 """Safe image decoding: every supported file becomes an 8-bit RGB image, or a reasoned error.
 
 All paths that read pixels (audit, training, evaluation, prediction, serving) go through
-:func:`load_rgb`, so a file is either usable everywhere or rejected everywhere with the same
-reason.
+:func:`decode` (or :func:`load_rgb`), so a file is either usable everywhere or rejected
+everywhere with the same reason, and gives the same pixels whether it is passed as a path, as
+bytes, as a PIL image or as an array.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class DecodedImage:
     Args:
         image: the 8-bit RGB image, EXIF orientation applied.
         source_mode: the PIL mode of the file (e.g. ``"L"``, ``"RGBA"``, ``"CMYK"``, ``"I;16"``).
-        source_format: the container format PIL detected (e.g. ``"JPEG"``).
+        source_format: the container format PIL detected (e.g. ``"JPEG"``; ``"memory"`` for an
+            image made in memory).
     """
 
     image: Image.Image
@@ -56,44 +58,31 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def decode(data: bytes | Path | str, *, name: str | None = None) -> DecodedImage:
-    """Decode a file or bytes into an 8-bit RGB image.
+ImageSource = bytes | Path | str | Image.Image | np.ndarray
+"""What :func:`decode` reads: a file path, the file's bytes, a PIL image or a pixel array."""
+
+
+def decode(data: ImageSource, *, name: str | None = None) -> DecodedImage:
+    """Decode a file, its bytes, a PIL image or an array into an 8-bit RGB image.
 
     Greyscale, palette, RGBA (composited on black), CMYK and 16-bit images are converted;
-    EXIF rotation is applied. Raises :class:`ImageDecodeError` for empty, truncated, unknown,
-    unsupported or oversized input.
+    EXIF rotation is applied, also to a PIL image opened from a file. Arrays are ``uint8``
+    ``(H, W)`` grey, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA, or ``uint16`` ``(H, W)``.
+
+    Raises:
+        ImageDecodeError: empty, truncated, unknown, unsupported or oversized input.
+        ValueError: an array of another shape or type.
     """
-    label = name or (str(data) if not isinstance(data, bytes) else "<bytes>")
-    if isinstance(data, bytes):
-        if not data:
-            raise ImageDecodeError(label, "empty file (0 bytes)")
-        stream: io.BytesIO | Path = io.BytesIO(data)
-    else:
-        stream = Path(data)
-        try:
-            if stream.stat().st_size == 0:
-                raise ImageDecodeError(label, "empty file (0 bytes)")
-        except FileNotFoundError:
-            raise ImageDecodeError(label, "file not found") from None
-        except OSError as exc:  # a link loop, an unreadable folder on the way
-            raise ImageDecodeError(label, f"cannot read: {exc.strerror or exc}") from None
+    label = name or _label(data)
+    if isinstance(data, np.ndarray):
+        data = _from_array(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(stream) as opened:
-                source_format = opened.format or "unknown"
-                if source_format not in SUPPORTED_FORMATS:
-                    raise ImageDecodeError(label, f"unsupported image format {source_format}")
-                width, height = opened.size
-                if width * height > MAX_PIXELS:
-                    raise ImageDecodeError(
-                        label,
-                        f"image too large ({width}x{height} = {width * height:,} pixels, "
-                        f"limit {MAX_PIXELS:,}): possible decompression bomb",
-                    )
-                source_mode = opened.mode
-                opened.load()
-                image = _to_rgb(ImageOps.exif_transpose(opened))
+            if isinstance(data, Image.Image):
+                return _normalise(data, label, from_file=False)
+            with Image.open(_stream(data, label)) as opened:
+                return _normalise(opened, label, from_file=True)
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -107,12 +96,67 @@ def decode(data: bytes | Path | str, *, name: str | None = None) -> DecodedImage
         raise ImageDecodeError(label, f"cannot decode: {reason}") from None
     except Exception as exc:  # a decoder bug on one odd file must not end a long run
         raise ImageDecodeError(label, f"cannot decode: {type(exc).__name__}: {exc}") from None
-    return DecodedImage(image=image, source_mode=source_mode, source_format=source_format)
 
 
 def load_rgb(path: str | Path) -> Image.Image:
     """Decode a file into an 8-bit RGB PIL image (see :func:`decode`)."""
     return decode(path).image
+
+
+def _label(data: ImageSource) -> str:
+    if isinstance(data, bytes):
+        return "<bytes>"
+    if isinstance(data, Image.Image):
+        return "<image>"
+    if isinstance(data, np.ndarray):
+        return "<array>"
+    return str(data)
+
+
+def _stream(data: bytes | Path | str, label: str) -> io.BytesIO | Path:
+    if isinstance(data, bytes):
+        if not data:
+            raise ImageDecodeError(label, "empty file (0 bytes)")
+        return io.BytesIO(data)
+    path = Path(data)
+    try:
+        if path.stat().st_size == 0:
+            raise ImageDecodeError(label, "empty file (0 bytes)")
+    except FileNotFoundError:
+        raise ImageDecodeError(label, "file not found") from None
+    except OSError as exc:  # a link loop, an unreadable folder on the way
+        raise ImageDecodeError(label, f"cannot read: {exc.strerror or exc}") from None
+    return path
+
+
+def _from_array(array: np.ndarray) -> Image.Image:
+    grey = array.ndim == 2 and array.dtype in (np.uint8, np.uint16)
+    colour = array.ndim == 3 and array.shape[2] in (3, 4) and array.dtype == np.uint8
+    if not (grey or colour):
+        raise ValueError("arrays must be uint8 (H, W), (H, W, 3) RGB or (H, W, 4) RGBA, or "
+                         f"uint16 (H, W); got {array.dtype} {array.shape}")
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _normalise(opened: Image.Image, label: str, *, from_file: bool) -> DecodedImage:
+    """The checks and conversions every input goes through, whatever its kind."""
+    if from_file or opened.format is not None:  # images made in memory have no format
+        source_format = opened.format or "unknown"
+        if source_format not in SUPPORTED_FORMATS:
+            raise ImageDecodeError(label, f"unsupported image format {source_format}")
+    else:
+        source_format = "memory"
+    width, height = opened.size
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(
+            label,
+            f"image too large ({width}x{height} = {width * height:,} pixels, "
+            f"limit {MAX_PIXELS:,}): possible decompression bomb",
+        )
+    source_mode = opened.mode
+    opened.load()
+    image = _to_rgb(ImageOps.exif_transpose(opened))
+    return DecodedImage(image=image, source_mode=source_mode, source_format=source_format)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

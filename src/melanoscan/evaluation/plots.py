@@ -1,15 +1,12 @@
-"""Evaluation plots."""
+"""Evaluation plots, drawn on :class:`~matplotlib.figure.Figure`: no pyplot, no global backend."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from melanoscan.evaluation.calibration import expected_calibration_error
@@ -26,7 +23,8 @@ def plot_confusion_matrix(
     support = confusion.sum(axis=1, keepdims=True)
     normalised = np.divide(confusion, support, out=np.zeros(confusion.shape), where=support > 0)
     size = 4 + 0.6 * len(classes)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size, size), constrained_layout=True)
+    fig = Figure(figsize=(2 * size, size), layout="constrained")
+    axes = fig.subplots(1, 2)
     panels = ((confusion, "counts", "d"), (normalised, "share of each true class", ".2f"))
     for ax, (values, subtitle, fmt) in zip(axes, panels, strict=True):
         ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
@@ -37,7 +35,6 @@ def plot_confusion_matrix(
         ax.set_yticks(range(len(names)), names)
         ax.set(title=f"{title} ({subtitle})", xlabel="predicted", ylabel="true")
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -78,7 +75,8 @@ def plot_roc_curves(
     labels = np.asarray(labels)
     probabilities = np.asarray(probabilities, dtype=np.float64)
     column = _positive_index(classes, positive)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 6), constrained_layout=True)
+    fig = Figure(figsize=(13, 6), layout="constrained")
+    left, right = fig.subplots(1, 2)
     for index, name in enumerate(classes):
         truth = labels == index
         if truth.all() or not truth.any():
@@ -122,7 +120,6 @@ def plot_roc_curves(
         )
         ax.set_aspect("equal")
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -143,9 +140,8 @@ def plot_reliability(
     """
     labels = np.asarray(labels)
     edges = np.linspace(0.0, 1.0, bins + 1)
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(7, 8), sharex=True, height_ratios=(3, 1), constrained_layout=True
-    )
+    fig = Figure(figsize=(7, 8), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=(3, 1))
     top.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfect calibration")
     for name, probabilities in curves.items():
         probabilities = np.asarray(probabilities, dtype=np.float64)
@@ -163,5 +159,4 @@ def plot_reliability(
     top.legend(loc="upper left")
     bottom.set(xlabel="confidence", ylabel="images")
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from melanoscan.bundle import WEIGHTS_FILE, BundleMetadata, atomic_write
+from melanoscan.bundle import BundleMetadata, atomic_write, weights_sha256
 from melanoscan.gate.quality import QualityLimits, measure_quality
 
 __all__ = [
@@ -325,7 +325,7 @@ def save_gate(directory: Path, gate: Gate, metadata: BundleMetadata) -> dict[str
         "threshold": gate.threshold,
         "min_colourfulness": gate.min_colourfulness,
         "quality": gate.quality.to_dict(),
-        "weights_sha256": _weights_hash(directory),
+        "weights_sha256": weights_sha256(directory),
         **gate.info,
     }
     if gate.contrast is not None:
@@ -351,7 +351,7 @@ def load_gate(directory: Path, metadata: BundleMetadata) -> Gate | None:
                       "the dermoscopy gate is off: refit it", stacklevel=3)
         return None
     weights = block.get("weights_sha256")
-    if weights is not None and weights != _weights_hash(Path(directory)):
+    if weights is not None and weights != weights_sha256(directory):
         warnings.warn(f"{directory}: the dermoscopy gate was fitted for other weights; it is off "
                       "until refitted (melanoscan calibrate --gate-only)", stacklevel=3)
         return None
@@ -372,14 +372,3 @@ def load_gate(directory: Path, metadata: BundleMetadata) -> Gate | None:
 _STORED = {"file", "sha256", "method", "feature_size", "residual_variance", "threshold",
            "min_colourfulness", "quality", "weights_sha256", "contrast_bias",
            "contrast_threshold"}
-
-
-def _weights_hash(directory: Path) -> str | None:
-    path = directory / WEIGHTS_FILE
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -1,7 +1,9 @@
 """ONNX export of a bundle: the same weights for onnxruntime, checked against torch.
 
 The ONNX model has two outputs: ``logits`` and ``features`` (the globally pooled last feature
-map, which the dermoscopy gate reads).
+map, which the dermoscopy gate reads). The export records the SHA-256 of the ``weights.pt`` it
+was made from, so that prediction never runs an export of other weights
+(:func:`melanoscan.bundle.onnx_state`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from melanoscan.bundle import ONNX_FILE, load_bundle, write_metadata
+from melanoscan.bundle import (
+    ONNX_FILE,
+    installed_versions,
+    load_bundle,
+    weights_sha256,
+    write_metadata,
+)
 from melanoscan.models.features import LogitsAndFeatures
 
 __all__ = ["OPSET", "export_onnx"]
@@ -74,7 +82,9 @@ def export_onnx(bundle_dir: Path, output_dir: Path | None = None) -> Path:
         "outputs": ["logits", "features"],
         "max_abs_logit_difference_vs_torch": difference,
         "max_abs_feature_difference_vs_torch": feature_difference,
+        "weights_sha256": weights_sha256(target),
         "exported": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    bundle.metadata.versions = installed_versions()  # the versions the parity was checked under
     write_metadata(target, bundle.metadata)
     return target

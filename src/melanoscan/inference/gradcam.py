@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from matplotlib import colormaps
 from PIL import Image
 from torch import Tensor, nn
 
@@ -102,6 +101,8 @@ def overlay(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.
     if heat.shape != (height, width):
         heat = np.asarray(Image.fromarray(heat).resize((width, height), Image.Resampling.BILINEAR))
     heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
+    from matplotlib import colormaps  # here, so that prediction and serving never load it
+
     colours = colormaps[COLORMAP](heat)[..., :3] * 255.0
     blended = (1.0 - alpha) * pixels.astype(np.float64) + alpha * colours
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)

@@ -20,14 +20,17 @@ from PIL import Image
 
 from melanoscan import taxonomy
 from melanoscan.bundle import (
-    ONNX_FILE,
+    WEIGHTS_FILE,
     BundleError,
     BundleMetadata,
+    onnx_path,
+    onnx_state,
     read_metadata,
     resolve_bundle_path,
+    warn_if_versions_differ,
 )
 from melanoscan.data.folders import file_problem, list_files
-from melanoscan.data.images import ImageDecodeError, decode, is_image_file
+from melanoscan.data.images import ImageDecodeError, ImageSource, decode, is_image_file
 from melanoscan.evaluation.calibration import softmax
 from melanoscan.gate import FLAGGED, UNCHECKED, VERDICT_LABELS, Gate, GateVerdict, load_gate
 from melanoscan.preprocess import Preprocessing
@@ -43,7 +46,6 @@ __all__ = [
 
 BACKENDS = ("auto", "onnx", "torch")
 DEFAULT_ALERT_THRESHOLD = 0.5
-ImageInput = str | Path | Image.Image | np.ndarray
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
 """Preprocessed inputs ``(N, 3, S, S)`` → logits and the gate's features (``None``: none)."""
 
@@ -117,16 +119,19 @@ class Predictor:
     """A bundle ready to predict: calibrated probabilities, the melanoma alert and the gate.
 
     A bundle without a gate (made before melanoscan had one) loads with a warning; its
-    predictions say ``gate="unchecked"``.
+    predictions say ``gate="unchecked"``. A bundle saved under other versions of the packages
+    its outputs depend on loads with one warning naming them.
 
     Args:
         bundle: bundle directory (``None``: the model shipped in the package).
         backend: ``onnx`` (onnxruntime, no torch), ``torch``, or ``auto`` (ONNX when the
-            bundle has an export and onnxruntime is installed).
+            bundle has an export made from its current weights and onnxruntime is installed;
+            torch, with a warning, when the export is stale).
 
     Raises:
-        BundleError: ``backend="onnx"`` without an ONNX export or onnxruntime, or with a gate but
-            an ONNX export that predates it (no ``features`` output): run ``melanoscan export``.
+        BundleError: ``backend="onnx"`` but the bundle has no ONNX export, or it was made from
+            other weights, or it predates the bundle's gate (no ``features`` output): run
+            ``melanoscan export`` again.
     """
 
     def __init__(self, bundle: Path | str | None = None, backend: str = "auto") -> None:
@@ -154,28 +159,43 @@ class Predictor:
                 "--gate-only --data TRAINING_DATA",
                 stacklevel=2,
             )
-        onnx_path = self.path / self.metadata.exports.get("onnx", {}).get("file", ONNX_FILE)
-        requested = backend
+        self.backend, run = self._choose_backend(backend)
+        warn_if_versions_differ(self.path, self.metadata,
+                                ("Pillow", "numpy", "onnxruntime" if run else "torch"))
+        self._run: Runner = run if run is not None else _torch_runner(self.path)
+
+    def _choose_backend(self, requested: str) -> tuple[str, Runner | None]:
+        """The backend to use, and its runner when it is onnx (see the class docstring)."""
+        backend = requested
+        onnx_file = onnx_path(self.path, self.metadata)
+        export = f"run: melanoscan export --model {self.path}"
+        state = onnx_state(self.path, self.metadata)
+        if backend == "onnx" and state == "absent":
+            raise BundleError(f"{self.path} has no ONNX export ({onnx_file.name} is missing); "
+                              f"{export}, or use --backend torch")
+        if state == "stale":
+            message = (f"{onnx_file} was exported from other weights than {WEIGHTS_FILE} "
+                       f"(they changed since); {export}")
+            if requested == "onnx":
+                raise BundleError(message)
+            if requested == "auto":
+                warnings.warn(f"{message}. Using torch meanwhile.", stacklevel=3)
+                backend = "torch"
         if backend == "auto":
-            backend = "onnx" if onnx_path.is_file() and _has_onnxruntime() else "torch"
+            backend = "onnx" if state != "absent" and _has_onnxruntime() else "torch"
         run: Runner | None = None
         if backend == "onnx":
-            if not onnx_path.is_file():
-                raise BundleError(f"{self.path} has no ONNX export ({onnx_path.name} is missing): "
-                                  f"run melanoscan export --model {self.path}, or use --backend "
-                                  "torch")
             if not _has_onnxruntime():
                 raise BundleError("backend 'onnx' needs the onnxruntime package")
-            run, has_features = _onnx_runner(onnx_path)
+            run, has_features = _onnx_runner(onnx_file)
             if self.gate is not None and not has_features:
-                message = (f"{onnx_path} was exported before the dermoscopy gate (it has no "
-                           f"'features' output); run: melanoscan export --model {self.path}")
+                message = (f"{onnx_file} was exported before the dermoscopy gate (it has no "
+                           f"'features' output); {export}")
                 if requested == "onnx":
                     raise BundleError(message)
-                warnings.warn(f"{message}. Using torch meanwhile.", stacklevel=2)
+                warnings.warn(f"{message}. Using torch meanwhile.", stacklevel=3)
                 backend, run = "torch", None
-        self.backend = backend
-        self._run: Runner = run if run is not None else _torch_runner(self.path)
+        return backend, run
 
     @property
     def name(self) -> str:
@@ -190,9 +210,12 @@ class Predictor:
         return self._run(np.ascontiguousarray(inputs, dtype=np.float32))[0]
 
     def predict(
-        self, images: Iterable[ImageInput], batch_size: int = 32, gate: bool = True
+        self, images: Iterable[ImageSource], batch_size: int = 32, gate: bool = True
     ) -> list[Prediction]:
-        """Predict paths, PIL images or ``uint8`` RGB arrays.
+        """Predict paths, encoded bytes, PIL images or ``uint8`` arrays.
+
+        Every kind goes through :func:`melanoscan.data.images.decode`, as files do: EXIF
+        rotation applied, transparency composited on black.
 
         Args:
             images: the inputs.
@@ -202,10 +225,11 @@ class Predictor:
 
         Raises:
             ImageDecodeError: an input cannot be read (use :meth:`predict_files` to skip them).
+            ValueError: an array of a shape or type no image has.
         """
         results = []
         for chunk in _chunks(list(images), batch_size):
-            decoded = [_to_image(item) for item in chunk]
+            decoded = [decode(item).image for item in chunk]
             names = [str(item) if isinstance(item, str | Path) else None for item in chunk]
             results.extend(self._predict_batch(names, decoded, gate))
         return results
@@ -311,16 +335,6 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[Skippe
     return list(found), missing
 
 
-def _to_image(item: ImageInput) -> Image.Image:
-    if isinstance(item, Image.Image):
-        return item.convert("RGB")
-    if isinstance(item, np.ndarray):
-        if item.dtype != np.uint8 or item.ndim != 3 or item.shape[2] != 3:
-            raise ValueError(f"arrays must be uint8 (H, W, 3) RGB, got {item.dtype} {item.shape}")
-        return Image.fromarray(item)
-    return decode(Path(item)).image
-
-
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -356,4 +370,4 @@ def _onnx_runner(path: Path) -> tuple[Runner, bool]:
 def _torch_runner(path: Path) -> Runner:
     from melanoscan.bundle import load_bundle
 
-    return load_bundle(path).logits_and_features
+    return load_bundle(path, check_versions=False).logits_and_features

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
 __all__ = ["plot_training_curves"]
 
@@ -16,7 +13,8 @@ __all__ = ["plot_training_curves"]
 def plot_training_curves(metrics: pd.DataFrame, path: Path) -> Path:
     """Two panels (loss, accuracy) over epochs from an ``metrics.csv`` table."""
     epochs = metrics["epoch"] + 1
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    loss_ax, acc_ax = fig.subplots(1, 2)
     loss_ax.plot(epochs, metrics["train_loss"], "o-", label="train")
     loss_ax.plot(epochs, metrics["val_loss"], "o-", label="validation")
     loss_ax.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
@@ -29,5 +27,4 @@ def plot_training_curves(metrics: pd.DataFrame, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

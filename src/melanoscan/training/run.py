@@ -145,12 +145,25 @@ def train(
         TrainingError: bad data, an existing run without ``resume``, a failed write (full disk),
             or an interruption (:class:`TrainingInterrupted`).
     """
-    run_dir = Path(run_dir)
+    with warnings.catch_warnings():  # the filters last as long as the run, not the process
+        # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates: nothing to do.
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        if resume:
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* is not empty")
+        return _train(data, Path(run_dir), config, resume, show_progress, callbacks, report)
+
+
+def _train(
+    data: Sequence[Path] | None,
+    run_dir: Path,
+    config: TrainConfig | None,
+    resume: bool,
+    show_progress: bool,
+    callbacks: Sequence[L.Callback],
+    report: Callable[[str], None] | None,
+) -> TrainResult:
     primary = is_primary_process()
-    # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; nothing for users to do.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     if resume:
-        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* is not empty")
         config, data = _resumed_run(run_dir, data)
     else:
         config = config or TrainConfig()
