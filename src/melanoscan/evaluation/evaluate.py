@@ -6,7 +6,6 @@ by default and always reported: a test that overlaps training is not a test.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,8 +219,3 @@ def select_split(manifest: Manifest, split: str | None) -> pd.DataFrame:
 
 def _to_space(probabilities: np.ndarray, space: str) -> np.ndarray:
     return taxonomy.isic2018_probabilities(probabilities) if space == "isic2018" else probabilities
-
-
-def write_json(evaluation: Evaluation, path: Path) -> Path:
-    path.write_text(json.dumps(evaluation.report, indent=2) + "\n")
-    return path

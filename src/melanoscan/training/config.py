@@ -15,6 +15,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from melanoscan.data.cache import CACHE_MODES
 from melanoscan.models.factory import MODEL_NAMES, get_model_spec
 from melanoscan.preprocess import COLOUR_CONSTANCY
 
@@ -33,7 +34,6 @@ __all__ = [
 ]
 
 BALANCE_STRATEGIES = ("sampler", "weighted_loss", "offline", "none")
-CACHE_MODES = ("disk", "memory", "none")
 OPTIMIZERS = ("adamw", "adam")
 # The keys of melanoscan.data.artefacts.ARTEFACTS, copied so the config need not import cv2 and
 # albumentations (a test keeps the two equal).
