@@ -40,6 +40,7 @@ print("unchanged")
 LIGHT_IMPORTS = """
 import importlib, pkgutil, sys
 import melanoscan.inference, melanoscan.serving
+import melanoscan.evaluation.recalibrate, melanoscan.evaluation.gate_fit  # melanoscan calibrate
 for package in (melanoscan.inference, melanoscan.serving):
     for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
         importlib.import_module(module.name)

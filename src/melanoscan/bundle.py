@@ -35,7 +35,7 @@ import pandas as pd
 from PIL import Image
 
 from melanoscan import __version__
-from melanoscan.evaluation.calibration import softmax
+from melanoscan.calibration import softmax
 from melanoscan.files import NAME_ERRORS, atomic_write, staged_directory, write_csv
 from melanoscan.preprocess import Preprocessing
 

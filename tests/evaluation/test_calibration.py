@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from melanoscan.evaluation.calibration import (
+from melanoscan.calibration import (
     alert_threshold,
     expected_calibration_error,
     fit_temperature,

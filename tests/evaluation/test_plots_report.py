@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from melanoscan.evaluation.calibration import softmax
+from melanoscan.calibration import softmax
 from melanoscan.evaluation.plots import plot_reliability, plot_roc_curves
 from melanoscan.evaluation.report import format_estimate, write_html_report
 

@@ -6,7 +6,8 @@ The transforms take and return ``uint8`` ``(S, S, 3)`` arrays, so a training ima
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -15,11 +16,29 @@ import torch.utils.data
 from melanoscan.data._albumentations import A
 from melanoscan.data.artefacts import AcquisitionArtefact
 
-if TYPE_CHECKING:
-    # Type-only: importing the training package here would make data <-> training circular.
-    from melanoscan.training.config import AugmentationConfig
+__all__ = ["AugmentationSettings", "augment", "build_train_transform"]
 
-__all__ = ["augment", "build_train_transform"]
+
+class AugmentationSettings(Protocol):
+    """What :func:`build_train_transform` reads: ``training.config.AugmentationConfig`` (the
+    data layer does not import the training layer above it). Probabilities are in [0, 1]."""
+
+    crop_scale_min: float
+    hflip: float
+    vflip: float
+    rotate90: float
+    affine: float
+    shift: float
+    scale: float
+    rotate: float
+    artefact_probability: float
+    artefacts: Sequence[str]
+    artefact_max_severity: float
+    color_jitter: float
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
 
 
 class _WorkerSeededCompose(A.Compose):
@@ -46,7 +65,7 @@ class _WorkerSeededCompose(A.Compose):
 
 
 def build_train_transform(
-    config: AugmentationConfig, image_size: int, *, seed: int | None = None
+    config: AugmentationSettings, image_size: int, *, seed: int | None = None
 ) -> A.Compose:
     """The training augmentation for ``uint8`` ``(image_size, image_size, 3)`` arrays.
 

@@ -16,9 +16,9 @@ import pandas as pd
 
 from melanoscan import taxonomy
 from melanoscan.bundle import Bundle
+from melanoscan.calibration import expected_calibration_error, softmax
 from melanoscan.data.manifest import Manifest, scan
 from melanoscan.data.sources import read_sources
-from melanoscan.evaluation.calibration import expected_calibration_error, softmax
 from melanoscan.evaluation.inference import predict_outputs
 from melanoscan.evaluation.metrics import classification_metrics
 from melanoscan.gate import FLAGGED, NOT_DERMOSCOPY, POOR_QUALITY, GateVerdict, load_gate

@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from melanoscan.evaluation.calibration import expected_calibration_error
+from melanoscan.calibration import expected_calibration_error
 from melanoscan.taxonomy import DISPLAY_NAMES, MELANOMA
 
 __all__ = ["plot_confusion_matrix", "plot_reliability", "plot_roc_curves"]

@@ -10,11 +10,11 @@ import numpy as np
 
 from melanoscan import taxonomy
 from melanoscan.bundle import Bundle, write_metadata
+from melanoscan.calibration import calibrate
 from melanoscan.data.manifest import scan
 from melanoscan.data.sources import read_sources
 from melanoscan.evaluation.evaluate import EvaluationError, select_split
 from melanoscan.evaluation.inference import predict_logits
-from melanoscan.training.validation import calibrate
 
 __all__ = ["calibrate_bundle"]
 

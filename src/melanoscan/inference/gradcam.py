@@ -18,7 +18,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from melanoscan.bundle import Bundle
-from melanoscan.evaluation.calibration import softmax
+from melanoscan.calibration import softmax
 
 __all__ = ["Explanation", "explain", "grad_cam", "overlay"]
 

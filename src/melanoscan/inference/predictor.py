@@ -29,9 +29,9 @@ from melanoscan.bundle import (
     resolve_bundle_path,
     warn_if_versions_differ,
 )
+from melanoscan.calibration import softmax
 from melanoscan.data.folders import file_problem, list_files
 from melanoscan.data.images import ImageDecodeError, ImageSource, decode, is_image_file
-from melanoscan.evaluation.calibration import softmax
 from melanoscan.gate import FLAGGED, UNCHECKED, VERDICT_LABELS, Gate, GateVerdict, load_gate
 from melanoscan.preprocess import Preprocessing
 

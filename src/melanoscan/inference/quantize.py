@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from melanoscan.evaluation.calibration import softmax
+from melanoscan.calibration import softmax
 from melanoscan.inference.onnx_graph import fold_static_padding
 from melanoscan.inference.weight_rounding import prepare_weights
 

@@ -12,18 +12,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from melanoscan import taxonomy
-from melanoscan.evaluation.calibration import (
-    alert_threshold,
-    expected_calibration_error,
-    fit_temperature,
-    softmax,
-)
+from melanoscan.calibration import calibrate, softmax
 from melanoscan.evaluation.metrics import classification_metrics
 from melanoscan.evaluation.plots import plot_confusion_matrix
 from melanoscan.files import write_csv
 from melanoscan.training.datamodule import LesionDataModule
 
-__all__ = ["calibrate", "validation_record"]
+__all__ = ["validation_record"]
 
 
 @torch.inference_mode()
@@ -64,31 +59,6 @@ def validation_record(
     plot_confusion_matrix(confusion, classes, run_dir / "confusion_matrix_val.png",
                           title="Validation")
     return metrics, calibration
-
-
-def calibrate(
-    logits: np.ndarray, labels: np.ndarray, target_sensitivity: float, fitted_on: str
-) -> dict[str, Any]:
-    """Temperature (minimum log loss) and the melanoma alert threshold reaching the target.
-
-    The threshold applies to the calibrated melanoma probability; it is ``None`` when the
-    images hold no melanoma.
-    """
-    temperature = fit_temperature(logits, labels)
-    calibrated = softmax(logits, temperature)
-    melanoma = taxonomy.CLASSES.index(taxonomy.MELANOMA)
-    is_melanoma = labels == melanoma
-    threshold = None
-    if is_melanoma.any():
-        threshold = alert_threshold(calibrated[:, melanoma], is_melanoma, target_sensitivity)
-    return {
-        "temperature": temperature,
-        "alert_threshold": threshold,
-        "target_sensitivity": target_sensitivity,
-        "fitted_on": f"{fitted_on} ({len(labels)} images, {int(is_melanoma.sum())} melanoma)",
-        "ece_before": expected_calibration_error(softmax(logits), labels),
-        "ece_after": expected_calibration_error(calibrated, labels),
-    }
 
 
 def _metrics(labels: np.ndarray, probabilities: np.ndarray, classes: list[str]) -> dict[str, Any]:

@@ -1,11 +1,18 @@
-"""Temperature scaling, expected calibration error, and the melanoma alert threshold."""
+"""Calibration in one place: temperature scaling, the melanoma alert threshold and the rule that
+fits both (training on its validation split, ``melanoscan calibrate`` on new held-out data),
+plus the expected calibration error. Numpy only: the lowest layer of the package."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+
+from melanoscan import taxonomy
 
 __all__ = [
     "alert_threshold",
+    "calibrate",
     "expected_calibration_error",
     "fit_temperature",
     "log_loss",
@@ -82,3 +89,28 @@ def alert_threshold(scores: np.ndarray, positive: np.ndarray, target_sensitivity
         raise ValueError("no melanoma among the images: cannot choose an alert threshold")
     needed = int(np.ceil(target_sensitivity * positives.size - 1e-9))
     return float(positives[max(needed, 1) - 1])
+
+
+def calibrate(
+    logits: np.ndarray, labels: np.ndarray, target_sensitivity: float, fitted_on: str
+) -> dict[str, Any]:
+    """Temperature (minimum log loss) and the melanoma alert threshold reaching the target.
+
+    The threshold applies to the calibrated melanoma probability; it is ``None`` when the
+    images hold no melanoma.
+    """
+    temperature = fit_temperature(logits, labels)
+    calibrated = softmax(logits, temperature)
+    melanoma = taxonomy.CLASSES.index(taxonomy.MELANOMA)
+    is_melanoma = labels == melanoma
+    threshold = None
+    if is_melanoma.any():
+        threshold = alert_threshold(calibrated[:, melanoma], is_melanoma, target_sensitivity)
+    return {
+        "temperature": temperature,
+        "alert_threshold": threshold,
+        "target_sensitivity": target_sensitivity,
+        "fitted_on": f"{fitted_on} ({len(labels)} images, {int(is_melanoma.sum())} melanoma)",
+        "ece_before": expected_calibration_error(softmax(logits), labels),
+        "ece_after": expected_calibration_error(calibrated, labels),
+    }

@@ -1,0 +1,72 @@
+"""The package graph has one layer order (README, "Layout"); every import points down it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "melanoscan"
+
+# Bottom to top; a unit may import only units on lower lines (the same line: not each other).
+LAYERS: list[set[str]] = [
+    {"taxonomy", "files", "progress", "process"},
+    {"calibration"},
+    {"models"},
+    {"preprocess"},
+    {"data"},
+    {"bundle"},
+    {"gate"},
+    {"evaluation"},
+    {"inference"},
+    {"training"},
+    {"serving"},
+    {"cli"},
+    {"__main__", "melanoscan"},
+]
+RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
+
+
+def _unit(path: Path) -> str:
+    relative = path.relative_to(PACKAGE)
+    if relative.parts == ("__init__.py",):
+        return "melanoscan"
+    return relative.parts[0].removesuffix(".py")
+
+
+def _imported_units(tree: ast.AST) -> list[tuple[str, int]]:
+    """Every melanoscan unit a module imports, at any depth (functions, TYPE_CHECKING too)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            if parts[0] != "melanoscan":
+                continue
+            if len(parts) > 1:
+                found.append((parts[1], node.lineno))
+            else:  # from melanoscan import taxonomy / __version__ (the root only holds that)
+                found += [(a.name, node.lineno) for a in node.names if a.name in RANK]
+        elif isinstance(node, ast.Import):
+            found += [(a.name.split(".")[1], node.lineno) for a in node.names
+                      if a.name.startswith("melanoscan.")]
+    return found
+
+
+def test_every_unit_has_a_layer() -> None:
+    units = {_unit(path) for path in PACKAGE.rglob("*.py")}
+    assert units <= set(RANK), f"give these a layer: {sorted(units - set(RANK))}"
+
+
+def test_imports_only_point_down() -> None:
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        unit = _unit(path)
+        for target, line in _imported_units(ast.parse(path.read_text())):
+            if target != unit and RANK[target] >= RANK[unit]:
+                upward.append(f"{path.relative_to(PACKAGE)}:{line} {unit} -> {target}")
+    assert not upward, "imports against the layer order:\n" + "\n".join(upward)
+
+
+def test_the_checker_sees_an_upward_import() -> None:
+    tree = ast.parse("def f():\n    from melanoscan.training.config import TrainConfig\n")
+    assert _imported_units(tree) == [("training", 2)]
+    assert RANK["training"] > RANK["data"]
