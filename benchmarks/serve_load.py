@@ -126,16 +126,21 @@ def _outcome(send: Callable[[], httpx2.Response]) -> str:
         return str(response.status_code)
 
 
-def extreme_aspect(url: str, stop: threading.Event, tally: Tally, _args: Any) -> None:
-    """A 1 x 12,000 PNG (about a hundred bytes), again and again."""
-    buffer = io.BytesIO()
-    Image.new("L", (1, 12_000)).save(buffer, format="PNG")
-    files = [("images", ("strip.png", buffer.getvalue(), "image/png"))]
+def _post_until_stopped(url: str, files: list, stop: threading.Event, tally: Tally) -> None:
+    """POST the same multipart ``files`` again and again, tallying each outcome and its time."""
     with httpx2.Client(timeout=REQUEST_TIMEOUT_S) as session:
         while not stop.is_set():
             started = time.perf_counter()
             outcome = _outcome(lambda: session.post(f"{url}/v1/predict", files=files))
             tally.add(outcome, seconds=time.perf_counter() - started)
+
+
+def extreme_aspect(url: str, stop: threading.Event, tally: Tally, _args: Any) -> None:
+    """A 1 x 12,000 PNG (about a hundred bytes), again and again."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 12_000)).save(buffer, format="PNG")
+    files = [("images", ("strip.png", buffer.getvalue(), "image/png"))]
+    _post_until_stopped(url, files, stop, tally)
 
 
 def chunked_oversize(url: str, stop: threading.Event, tally: Tally, args: Any) -> None:
@@ -164,11 +169,7 @@ def many_parts(url: str, stop: threading.Event, tally: Tally, args: Any) -> None
     """``--parts`` parts of ``--part-kb`` KiB each in one request."""
     part = np.random.default_rng(0).bytes(args.part_kb * 1024)
     files = [("images", (f"{i}.png", part, "image/png")) for i in range(args.parts)]
-    with httpx2.Client(timeout=REQUEST_TIMEOUT_S) as session:
-        while not stop.is_set():
-            started = time.perf_counter()
-            outcome = _outcome(lambda: session.post(f"{url}/v1/predict", files=files))
-            tally.add(outcome, seconds=time.perf_counter() - started)
+    _post_until_stopped(url, files, stop, tally)
 
 
 def slow_headers(url: str, stop: threading.Event, tally: Tally, args: Any) -> None:

@@ -1,17 +1,6 @@
 // melanoscan API page: render /openapi.json as a list of endpoints, with no outside asset.
 "use strict";
 
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attributes)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
-
 // "#/components/schemas/X" -> the schema X of the document.
 function resolve(spec, schema) {
   if (schema && schema.$ref) return spec.components.schemas[schema.$ref.split("/").pop()];

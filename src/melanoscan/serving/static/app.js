@@ -3,17 +3,6 @@
 
 const state = { model: null, results: [] };
 
-function el(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attributes)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) if (child) node.append(child);
-  return node;
-}
-
 const label = (name) => name.replaceAll("_", " ");
 const percent = (p) => `${(100 * p).toFixed(1)}%`;
 
