@@ -17,7 +17,7 @@ import torch
 
 from melanoscan import load_bundle
 from melanoscan.data.images import load_rgb
-from melanoscan.training.config import load_config
+from melanoscan.training.config import ConfigError, load_config
 from melanoscan.training.datamodule import LesionDataModule
 from melanoscan.training.run import TrainingError, TrainingInputError, TrainingInterrupted, train
 from tests.training.conftest import make_class_folders, tiny_config
@@ -307,3 +307,29 @@ def test_holdout_source_is_never_trained_or_validated_on(tiny_data: Path, tmp_pa
     trained = set(load_bundle(result.bundle_dir).training_images()["content_hash"])
     held = split[split["path"].str.startswith(str(holdout))]
     assert len(held) == 7 and not trained & set(held["content_hash"])
+
+
+def test_weight_average_is_what_is_validated_and_shipped(tiny_data: Path, tmp_path: Path) -> None:
+    config = tiny_config(**{"epochs": 3, "optim.ema_decay": 0.9, "optim.ema_start_epoch": 1})
+    result = train([tiny_data], tmp_path / "run", config, show_progress=False)
+    last = torch.load(result.run_dir / "checkpoints/last.ckpt", map_location="cpu",
+                      weights_only=False)
+    averaged, current = last["state_dict"], last["current_model_state"]
+    assert averaged.keys() == current.keys()
+    # The average lags the training weights, so the two differ after a step of training.
+    assert any(not torch.equal(averaged[k], current[k]) for k in averaged)
+
+    best = torch.load(result.run_dir / "checkpoints/best.ckpt", map_location="cpu",
+                      weights_only=False)
+    shipped = torch.load(result.bundle_dir / "weights.pt", map_location="cpu", weights_only=True)
+    for name, value in shipped.items():
+        torch.testing.assert_close(value, best["state_dict"][f"model.{name}"])
+    # best.ckpt holds an average too (the training weights ride along for resume).
+    assert "current_model_state" in best
+
+
+def test_weight_average_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="optim.ema_decay"):
+        tiny_config(**{"optim.ema_decay": 1.0})
+    with pytest.raises(ConfigError, match="optim.ema_start_epoch"):
+        tiny_config(**{"optim.ema_decay": 0.99, "optim.ema_start_epoch": 2})

@@ -20,7 +20,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 
 from melanoscan import taxonomy
 from melanoscan.bundle import BundleMetadata, save_bundle, staged_directory
@@ -192,7 +192,8 @@ def _train(
     )
     unreadable = UnreadableImages(report)
     trainer = _trainer(config, run_dir, show_progress, [
-        checkpoint, latest, *_stopping(config), EpochRecorder(run_dir), unreadable, *callbacks
+        checkpoint, latest, *_stopping(config), *_averaging(config), EpochRecorder(run_dir),
+        unreadable, *callbacks,
     ])
     ckpt_path = run_dir / LAST_CHECKPOINT if resume else None
     try:
@@ -352,6 +353,15 @@ def _stopping(config: TrainConfig) -> list[L.Callback]:
         return []
     return [EarlyStopping(monitor=config.monitor, mode=_mode(config.monitor),
                           patience=config.early_stopping_patience)]
+
+
+def _averaging(config: TrainConfig) -> list[L.Callback]:
+    # Checkpoints then hold the averaged weights (the training weights ride along for resume),
+    # so validation, best.ckpt and the bundle all see the average.
+    if config.optim.ema_decay <= 0:
+        return []
+    return [EMAWeightAveraging(decay=config.optim.ema_decay,
+                               update_starting_at_epoch=config.optim.ema_start_epoch)]
 
 
 def _trainer(
