@@ -308,7 +308,7 @@ class TrainConfig:
             (self.optim.lr > 0, "optim.lr must be positive"),
             (0.0 <= self.optim.label_smoothing < 1.0, "optim.label_smoothing must be in [0, 1)"),
             (0.0 <= self.optim.ema_decay < 1.0, "optim.ema_decay must be in [0, 1) (0: off)"),
-            (0 <= self.optim.ema_start_epoch < self.epochs,
+            (self.optim.ema_decay == 0 or 0 <= self.optim.ema_start_epoch < self.epochs,
              "optim.ema_start_epoch must be an epoch of the run (0 to epochs - 1)"),
             (0.0 < aug.crop_scale_min <= 1.0, "augmentation.crop_scale_min must be in (0, 1]"),
             (0.0 < self.alert_sensitivity <= 1.0, "alert_sensitivity must be in (0, 1]"),
