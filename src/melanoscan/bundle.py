@@ -32,10 +32,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from melanoscan import __version__
-from melanoscan.calibration import softmax
 from melanoscan.files import NAME_ERRORS, atomic_write, staged_directory, write_csv
 from melanoscan.preprocess import Preprocessing
 
@@ -57,6 +55,7 @@ __all__ = [
     "onnx_path",
     "onnx_state",
     "read_metadata",
+    "read_training_images",
     "resolve_bundle_path",
     "save_bundle",
     "staged_directory",
@@ -177,19 +176,17 @@ class Bundle:
             logits, features = LogitsAndFeatures(self.model)(batch)
             return logits.float().cpu().numpy(), features.float().cpu().numpy()
 
-    def predict_probabilities(self, images: list[Image.Image]) -> np.ndarray:
-        """Class probabilities ``(N, classes)``, temperature-scaled when calibrated."""
-        if not images:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        inputs = np.stack([self.preprocessing(image) for image in images])
-        return softmax(self.logits(inputs), self.temperature)
-
     def training_images(self) -> pd.DataFrame:
         """Content hash, label and split of every image trained or validated on."""
-        path = self.path / TRAINING_IMAGES_FILE
-        if not path.exists():
-            return pd.DataFrame(columns=["content_hash", "label", "split"])
-        return pd.read_csv(path, encoding_errors=NAME_ERRORS)
+        return read_training_images(self.path)
+
+
+def read_training_images(bundle_dir: Path) -> pd.DataFrame:
+    """Content hash, label and split of every image a bundle was trained or validated on."""
+    path = bundle_dir / TRAINING_IMAGES_FILE
+    if not path.exists():
+        return pd.DataFrame(columns=["content_hash", "label", "split"])
+    return pd.read_csv(path, encoding_errors=NAME_ERRORS)
 
 
 def save_bundle(

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from melanoscan import taxonomy
 from melanoscan.bundle import BundleMetadata, load_bundle, save_bundle
 from melanoscan.inference.gradcam import Explanation, explain, grad_cam, overlay
+from melanoscan.inference.predictor import Predictor
 from melanoscan.models import create_model
 from melanoscan.preprocess import Preprocessing
 from tests.conftest import random_image
@@ -187,7 +188,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_explain_predicted_and_named_class(bundle_dir: Path) -> None:
     bundle = load_bundle(bundle_dir)
     image = random_image(4, (48, 40))  # not square, not the model's size: resized as predicted
-    probabilities = bundle.predict_probabilities([image])[0]
+    probabilities = Predictor(bundle_dir).probabilities([image])[0]
 
     predicted = explain(bundle, image)
     assert predicted.target_class == bundle.classes[int(probabilities.argmax())]

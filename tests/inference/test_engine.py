@@ -1,0 +1,122 @@
+"""The one inference loop: TTA, batches with unreadable files, the same answer on every path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from melanoscan.evaluation.evaluate import EvaluationError, evaluate, taxonomy_logits
+from melanoscan.inference.engine import decoded_batches, dihedral_views, forward
+from melanoscan.inference.predictor import Predictor
+from melanoscan.preprocess import Preprocessing
+from melanoscan.taxonomy import CLASSES
+from tests.conftest import lesion_image, random_image
+
+
+def test_dihedral_views_are_the_eight_symmetries() -> None:
+    pixels = np.arange(2 * 3 * 3 * 1, dtype=np.uint8).reshape(2, 3, 3, 1)
+    views = dihedral_views(pixels)
+    assert len(views) == 8
+    np.testing.assert_array_equal(views[0], pixels)
+    distinct = {v.tobytes() for v in (np.ascontiguousarray(v) for v in views)}
+    assert len(distinct) == 8
+
+
+def test_forward_averages_the_logits_of_every_view() -> None:
+    recipe = Preprocessing(8)  # normalise only: any pixel size
+    calls: list[np.ndarray] = []
+
+    def run(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        calls.append(inputs)
+        assert inputs.flags["C_CONTIGUOUS"] and inputs.dtype == np.float32
+        # A "model" that reads one corner pixel: each view shows it another corner.
+        return inputs[:, :1, 0, 0].copy(), inputs.mean(axis=(2, 3))
+
+    pixels = np.zeros((1, 4, 4, 3), dtype=np.uint8)
+    pixels[0, 0, 0] = 255  # top-left corner lit: 2 of the 8 views keep it there
+    out = forward(run, recipe, pixels, tta=True)
+    assert len(calls) == 8
+    np.testing.assert_allclose(out.logits, [[1.0]])
+    np.testing.assert_allclose(out.tta_logits, [[2 / 8]])
+    assert out.features is not None and out.features.shape == (1, 3)
+    plain = forward(run, recipe, pixels, tta=False)
+    assert plain.tta_logits is None and len(calls) == 9
+
+
+def test_decoded_batches_count_misses_and_keep_order(tmp_path: Path) -> None:
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        if i == 2:
+            path.write_bytes(b"not an image")
+        else:
+            lesion_image(i, 40).save(path)
+        paths.append(path)
+    batches = list(decoded_batches(paths, batch_size=2))
+    assert [b.rows for b in batches] == [[0, 1], [3], [4]]
+    assert batches[1].unreadable and batches[1].unreadable[0][0] == 2
+    with pytest.raises(ValueError, match="batch_size"):
+        list(decoded_batches(paths, batch_size=0))
+
+
+def test_tta_prediction_does_not_change_when_the_image_is_flipped(tiny_bundle: Path) -> None:
+    predictor = Predictor(tiny_bundle, backend="torch", use_gate=False)
+    image = random_image(3, (32, 32))  # the model's size: resizing changes nothing
+    flipped = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    rotated = image.transpose(Image.Transpose.ROTATE_90)
+    plain = [p.probabilities for p in predictor.predict([image, flipped])]
+    assert plain[0] != pytest.approx(plain[1], abs=1e-5)  # the model alone is not invariant
+    averaged = predictor.predict([image, flipped, rotated], tta=True)
+    for other in averaged[1:]:
+        assert other.probabilities == pytest.approx(averaged[0].probabilities, abs=1e-6)
+
+
+def test_score_files_matches_predict_on_both_backends(onnx_bundle: Path, tmp_path: Path) -> None:
+    paths = []
+    for i in range(3):
+        lesion_image(20 + i, 52).save(tmp_path / f"{i}.png")
+        paths.append(tmp_path / f"{i}.png")
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    paths.insert(1, tmp_path / "broken.jpg")
+    for backend in ("torch", "onnx"):
+        predictor = Predictor(onnx_bundle, backend=backend)
+        outputs = predictor.score_files(paths, tta=True, features=True)
+        assert outputs.backend == backend and outputs.classes == predictor.classes
+        assert np.isnan(outputs.logits["plain"][1]).all()
+        assert [u["path"] for u in outputs.unreadable] == [str(paths[1])]
+        assert outputs.features is not None and np.isnan(outputs.features[1]).all()
+        predictions, skipped = predictor.predict_files(paths, tta=True)
+        assert [s.path for s in skipped] == [str(paths[1])]
+        probabilities = np.exp(outputs.logits["tta"][[0, 2, 3]] / predictor.temperature)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        expected = [[p.probabilities[c] for c in predictor.classes] for p in predictions]
+        np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+
+
+def test_evaluate_scores_the_onnx_model_users_run(onnx_bundle: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for i in range(4):
+        for name in ("melanoma", "nevus"):
+            (data / name).mkdir(parents=True, exist_ok=True)
+            lesion_image(300 + i + (10 if name == "nevus" else 0), 48).save(
+                data / name / f"{i}.png")
+    reports = {backend: evaluate(Predictor(onnx_bundle, backend=backend), [data],
+                                 bootstrap_samples=10, show_progress=False)
+               for backend in ("onnx", "torch")}
+    assert reports["onnx"].report["model"]["backend"] == "onnx"
+    assert reports["torch"].report["model"]["backend"] == "torch"
+    np.testing.assert_allclose(reports["onnx"].probabilities["plain"],
+                               reports["torch"].probabilities["plain"], atol=1e-4)
+
+
+def test_scores_follow_the_model_class_order_not_column_position() -> None:
+    logits = np.arange(len(CLASSES), dtype=np.float32)[None]
+    shuffled = list(reversed(CLASSES))
+    reordered = taxonomy_logits(logits, shuffled)
+    # Column j of the model is class shuffled[j]; the taxonomy's first class is its last column.
+    assert reordered[0, 0] == logits[0, -1] and reordered[0, -1] == logits[0, 0]
+    with pytest.raises(EvaluationError, match="not melanoscan's"):
+        taxonomy_logits(logits[:, :3], CLASSES[:3])
