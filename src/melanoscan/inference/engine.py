@@ -97,27 +97,35 @@ def forward(
 
 @dataclass
 class DecodedBatch:
-    """Up to a batch of files: the decoded images, their rows in the list, and the misses."""
+    """Up to a batch of files: the decoded images, their full sizes, their rows in the list,
+    and the misses."""
 
     rows: list[int]
     images: list[Image.Image]
+    sizes: list[tuple[int, int]]
     unreadable: list[tuple[int, str]]
 
 
-def decoded_batches(paths: Sequence[Path | str], batch_size: int) -> Iterator[DecodedBatch]:
+def decoded_batches(
+    paths: Sequence[Path | str], batch_size: int, min_side: int | None = None
+) -> Iterator[DecodedBatch]:
     """Decode ``paths`` in order, ``batch_size`` files at a time (misses included in the count).
 
     Every file goes through :func:`melanoscan.data.images.decode` (EXIF rotation, alpha on
-    black), as images given in memory do.
+    black), as images given in memory do; ``min_side`` as there (large JPEGs decoded at
+    reduced scale).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     for start in range(0, len(paths), batch_size):
-        batch = DecodedBatch([], [], [])
+        batch = DecodedBatch([], [], [], [])
         for row in range(start, min(len(paths), start + batch_size)):
             try:
-                batch.images.append(decode(paths[row]).image)
-                batch.rows.append(row)
+                decoded = decode(paths[row], min_side=min_side)
             except ImageDecodeError as exc:
                 batch.unreadable.append((row, exc.reason))
+                continue
+            batch.images.append(decoded.image)
+            batch.sizes.append(decoded.original_size)
+            batch.rows.append(row)
         yield batch

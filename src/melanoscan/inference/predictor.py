@@ -246,10 +246,13 @@ class Predictor:
             ValueError: an array of a shape or type no image has.
         """
         results = []
+        min_side = self.preprocessing.decode_min_side
         for chunk in _chunks(list(images), batch_size):
-            decoded = [decode(item).image for item in chunk]
+            decoded = [decode(item, min_side=min_side) for item in chunk]
             names = [str(item) if isinstance(item, str | Path) else None for item in chunk]
-            results.extend(self._predict_batch(names, decoded, gate, tta))
+            results.extend(self._predict_batch(
+                names, [d.image for d in decoded], [d.original_size for d in decoded], gate,
+                tta))
         return results
 
     def predict_files(
@@ -262,10 +265,10 @@ class Predictor:
         """
         predictions: list[Prediction] = []
         skipped: list[SkippedInput] = []
-        for batch in decoded_batches(paths, batch_size):
+        for batch in decoded_batches(paths, batch_size, self.preprocessing.decode_min_side):
             skipped += [SkippedInput(str(paths[row]), reason) for row, reason in batch.unreadable]
             names: list[str | None] = [str(paths[row]) for row in batch.rows]
-            predictions.extend(self._predict_batch(names, batch.images, gate, tta))
+            predictions.extend(self._predict_batch(names, batch.images, batch.sizes, gate, tta))
             if progress is not None:
                 progress(len(batch.rows) + len(batch.unreadable))
         return predictions, skipped
@@ -299,7 +302,7 @@ class Predictor:
         verdicts: list[GateVerdict | None] = [None] * n if self.gate is not None else []
         unreadable: list[dict[str, str]] = []
         with progress_bar("Predicting", n, enabled=show_progress) as advance:
-            for batch in decoded_batches(paths, batch_size):
+            for batch in decoded_batches(paths, batch_size, self.preprocessing.decode_min_side):
                 unreadable += [{"path": str(paths[row]), "reason": reason}
                                for row, reason in batch.unreadable]
                 if batch.images:
@@ -314,8 +317,7 @@ class Predictor:
                             kept = np.full((n, out.features.shape[1]), np.nan, dtype=np.float32)
                         kept[rows] = out.features
                     if self.gate is not None:
-                        found = self.gate.assess(pixels, [i.size for i in batch.images],
-                                                 out.features)
+                        found = self.gate.assess(pixels, batch.sizes, out.features)
                         for row, verdict in zip(rows, found, strict=True):
                             verdicts[row] = verdict
                 advance(len(batch.rows) + len(batch.unreadable))
@@ -327,7 +329,8 @@ class Predictor:
         return softmax(self.logits(inputs), self.temperature)
 
     def _predict_batch(
-        self, names: list[str | None], images: list[Image.Image], gate: bool, tta: bool
+        self, names: list[str | None], images: list[Image.Image], sizes: list[tuple[int, int]],
+        gate: bool, tta: bool,
     ) -> list[Prediction]:
         if not images:
             return []
@@ -338,7 +341,7 @@ class Predictor:
         if self.gate is None:
             verdicts = [GateVerdict(UNCHECKED, None, "")] * len(images)
         else:
-            verdicts = self.gate.assess(pixels, [image.size for image in images], out.features)
+            verdicts = self.gate.assess(pixels, sizes, out.features)
         results = []
         for name, row, verdict in zip(names, probabilities, verdicts, strict=True):
             best = int(row.argmax())

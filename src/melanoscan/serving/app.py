@@ -135,7 +135,8 @@ class _Service:
         for index, (filename, data) in enumerate(uploads):
             _stop_if_set(abandoned)
             try:
-                images.append(read_image(data, filename, self.limits))
+                images.append(read_image(data, filename, self.limits,
+                                         self.predictor.preprocessing.decode_min_side))
                 kept.append((index, filename))
             except UploadError as exc:
                 skipped.append((index, exc))
