@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from _report import RESULTS, command, machine, update_section, write_results
+from PIL import Image
 
 from melanoscan.bundle import resolve_bundle_path
 from melanoscan.data.images import decode, is_image_file
