@@ -55,11 +55,20 @@ def test_decoded_batches_count_misses_and_keep_order(tmp_path: Path) -> None:
         else:
             lesion_image(i, 40).save(path)
         paths.append(path)
-    batches = list(decoded_batches(paths, batch_size=2))
+    recipe = Preprocessing(32)
+    batches = list(decoded_batches(paths, 2, recipe))
     assert [b.rows for b in batches] == [[0, 1], [3], [4]]
     assert batches[1].unreadable and batches[1].unreadable[0][0] == 2
+    assert [b.pixels.shape for b in batches] == [(2, 32, 32, 3), (1, 32, 32, 3), (1, 32, 32, 3)]
+    assert batches[0].sizes == [(40, 40), (40, 40)]
+    np.testing.assert_array_equal(batches[0].pixels[1], recipe.resize(lesion_image(1, 40)))
+    # Decoding the next batch on a thread changes nothing but the timing.
+    in_turn = list(decoded_batches(paths, 2, recipe, prefetch=False))
+    assert [b.rows for b in in_turn] == [b.rows for b in batches]
+    for a, b in zip(in_turn, batches, strict=True):
+        np.testing.assert_array_equal(a.pixels, b.pixels)
     with pytest.raises(ValueError, match="batch_size"):
-        list(decoded_batches(paths, batch_size=0))
+        list(decoded_batches(paths, 0, recipe))
 
 
 def test_tta_prediction_does_not_change_when_the_image_is_flipped(tiny_bundle: Path) -> None:

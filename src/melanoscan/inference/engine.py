@@ -8,11 +8,11 @@ of any runner; :func:`decoded_batches` reads files in batches, reporting those i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from melanoscan.data.images import ImageDecodeError, decode
 from melanoscan.gate import GateVerdict
@@ -97,35 +97,59 @@ def forward(
 
 @dataclass
 class DecodedBatch:
-    """Up to a batch of files: the decoded images, their full sizes, their rows in the list,
-    and the misses."""
+    """Up to a batch of files, decoded and resized: the pixels ``(n, S, S, 3)`` and full sizes of
+    those that could be read, their rows in the list, and the misses."""
 
     rows: list[int]
-    images: list[Image.Image]
+    pixels: np.ndarray
     sizes: list[tuple[int, int]]
     unreadable: list[tuple[int, str]]
 
 
 def decoded_batches(
-    paths: Sequence[Path | str], batch_size: int, min_side: int | None = None
+    paths: Sequence[Path | str], batch_size: int, preprocessing: Preprocessing,
+    prefetch: bool = True,
 ) -> Iterator[DecodedBatch]:
-    """Decode ``paths`` in order, ``batch_size`` files at a time (misses included in the count).
+    """Decode and resize ``paths`` in order, ``batch_size`` files at a time (misses included).
 
     Every file goes through :func:`melanoscan.data.images.decode` (EXIF rotation, alpha on
-    black), as images given in memory do; ``min_side`` as there (large JPEGs decoded at
-    reduced scale).
+    black; large JPEGs at reduced scale, ``preprocessing.decode_min_side``), as images given in
+    memory do. With ``prefetch`` the next batch is decoded on a worker thread while the caller
+    runs the network on this one (Pillow and onnxruntime release the GIL); at most two batches
+    are held at a time, whatever the number of files.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    for start in range(0, len(paths), batch_size):
-        batch = DecodedBatch([], [], [], [])
-        for row in range(start, min(len(paths), start + batch_size)):
-            try:
-                decoded = decode(paths[row], min_side=min_side)
-            except ImageDecodeError as exc:
-                batch.unreadable.append((row, exc.reason))
-                continue
-            batch.images.append(decoded.image)
-            batch.sizes.append(decoded.original_size)
-            batch.rows.append(row)
-        yield batch
+    starts = list(range(0, len(paths), batch_size))
+
+    def load(start: int) -> DecodedBatch:
+        return _decode_batch(paths[start : start + batch_size], start, preprocessing)
+
+    if not prefetch or len(starts) < 2:
+        yield from map(load, starts)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="melanoscan-decode") as pool:
+        pending = pool.submit(load, starts[0])
+        for following in [*starts[1:], None]:
+            batch = pending.result()
+            if following is not None:
+                pending = pool.submit(load, following)
+            yield batch
+
+
+def _decode_batch(
+    paths: Sequence[Path | str], first_row: int, preprocessing: Preprocessing
+) -> DecodedBatch:
+    rows, pixels, sizes, unreadable = [], [], [], []
+    for row, path in enumerate(paths, start=first_row):
+        try:
+            decoded = decode(path, min_side=preprocessing.decode_min_side)
+        except ImageDecodeError as exc:
+            unreadable.append((row, exc.reason))
+            continue
+        rows.append(row)
+        pixels.append(preprocessing.resize(decoded.image))
+        sizes.append(decoded.original_size)
+    side = preprocessing.image_size
+    stacked = np.stack(pixels) if pixels else np.zeros((0, side, side, 3), dtype=np.uint8)
+    return DecodedBatch(rows, stacked, sizes, unreadable)

@@ -246,13 +246,13 @@ class Predictor:
             ValueError: an array of a shape or type no image has.
         """
         results = []
-        min_side = self.preprocessing.decode_min_side
+        recipe = self.preprocessing
         for chunk in _chunks(list(images), batch_size):
-            decoded = [decode(item, min_side=min_side) for item in chunk]
+            decoded = [decode(item, min_side=recipe.decode_min_side) for item in chunk]
             names = [str(item) if isinstance(item, str | Path) else None for item in chunk]
+            pixels = np.stack([recipe.resize(d.image) for d in decoded])
             results.extend(self._predict_batch(
-                names, [d.image for d in decoded], [d.original_size for d in decoded], gate,
-                tta))
+                names, pixels, [d.original_size for d in decoded], gate, tta))
         return results
 
     def predict_files(
@@ -265,10 +265,10 @@ class Predictor:
         """
         predictions: list[Prediction] = []
         skipped: list[SkippedInput] = []
-        for batch in decoded_batches(paths, batch_size, self.preprocessing.decode_min_side):
+        for batch in decoded_batches(paths, batch_size, self.preprocessing):
             skipped += [SkippedInput(str(paths[row]), reason) for row, reason in batch.unreadable]
             names: list[str | None] = [str(paths[row]) for row in batch.rows]
-            predictions.extend(self._predict_batch(names, batch.images, batch.sizes, gate, tta))
+            predictions.extend(self._predict_batch(names, batch.pixels, batch.sizes, gate, tta))
             if progress is not None:
                 progress(len(batch.rows) + len(batch.unreadable))
         return predictions, skipped
@@ -302,12 +302,11 @@ class Predictor:
         verdicts: list[GateVerdict | None] = [None] * n if self.gate is not None else []
         unreadable: list[dict[str, str]] = []
         with progress_bar("Predicting", n, enabled=show_progress) as advance:
-            for batch in decoded_batches(paths, batch_size, self.preprocessing.decode_min_side):
+            for batch in decoded_batches(paths, batch_size, self.preprocessing):
                 unreadable += [{"path": str(paths[row]), "reason": reason}
                                for row, reason in batch.unreadable]
-                if batch.images:
-                    rows = batch.rows
-                    pixels = np.stack([self.preprocessing.resize(i) for i in batch.images])
+                if batch.rows:
+                    rows, pixels = batch.rows, batch.pixels
                     out = forward(self._run, self.preprocessing, pixels, tta)
                     logits["plain"][rows] = out.logits
                     if out.tta_logits is not None:
@@ -329,17 +328,17 @@ class Predictor:
         return softmax(self.logits(inputs), self.temperature)
 
     def _predict_batch(
-        self, names: list[str | None], images: list[Image.Image], sizes: list[tuple[int, int]],
+        self, names: list[str | None], pixels: np.ndarray, sizes: list[tuple[int, int]],
         gate: bool, tta: bool,
     ) -> list[Prediction]:
-        if not images:
+        """Predictions for resized ``uint8`` images ``(N, S, S, 3)`` whose files were ``sizes``."""
+        if not len(pixels):
             return []
-        pixels = np.stack([self.preprocessing.resize(image) for image in images])
         out = forward(self._run, self.preprocessing, pixels, tta)
         scored = out.tta_logits if out.tta_logits is not None else out.logits
         probabilities = softmax(scored, self.temperature)
         if self.gate is None:
-            verdicts = [GateVerdict(UNCHECKED, None, "")] * len(images)
+            verdicts = [GateVerdict(UNCHECKED, None, "")] * len(pixels)
         else:
             verdicts = self.gate.assess(pixels, sizes, out.features)
         results = []
