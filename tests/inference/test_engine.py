@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +12,7 @@ import pytest
 from PIL import Image
 
 from melanoscan.evaluation.evaluate import EvaluationError, evaluate, taxonomy_logits
-from melanoscan.inference.engine import decoded_batches, dihedral_views, forward
+from melanoscan.inference.engine import MicroBatcher, decoded_batches, dihedral_views, forward
 from melanoscan.inference.predictor import Predictor
 from melanoscan.preprocess import Preprocessing
 from melanoscan.taxonomy import CLASSES
@@ -129,3 +132,53 @@ def test_scores_follow_the_model_class_order_not_column_position() -> None:
     assert reordered[0, 0] == logits[0, -1] and reordered[0, -1] == logits[0, 0]
     with pytest.raises(EvaluationError, match="not melanoscan's"):
         taxonomy_logits(logits[:, :3], CLASSES[:3])
+
+
+def test_micro_batcher_merges_concurrent_calls_and_splits_the_answers() -> None:
+    release = threading.Event()
+    sizes: list[int] = []
+
+    def run(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        sizes.append(len(inputs))
+        if len(sizes) == 1:
+            release.wait(5)  # hold the first pass while the others queue up
+        return inputs[:, :2, 0, 0] * 2, inputs[:, 0, 0, :1]
+
+    batcher = MicroBatcher(run, max_batch=32)
+    calls = [np.full((n, 3, 2, 2), float(i), dtype=np.float32) for i, n in enumerate([1, 2, 1, 3])]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        first = pool.submit(batcher, calls[0])
+        while not sizes:
+            time.sleep(0.001)
+        rest = [pool.submit(batcher, c) for c in calls[1:]]
+        while batcher._jobs.qsize() < 3:
+            time.sleep(0.001)
+        release.set()
+        answers = [first.result(5)] + [f.result(5) for f in rest]
+    assert sizes == [1, 6] and batcher.passes == 2  # the three waiting calls went as one
+    for i, (inputs, (logits, features)) in enumerate(zip(calls, answers, strict=True)):
+        assert logits.shape == (len(inputs), 2) and (logits == 2 * i).all()
+        assert features is not None and (features == i).all()
+
+
+def test_micro_batcher_gives_each_caller_the_error_and_keeps_serving() -> None:
+    def run(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if (inputs < 0).any():
+            raise RuntimeError("bad batch")
+        return inputs[:, :1, 0, 0], None
+
+    batcher = MicroBatcher(run)
+    with pytest.raises(RuntimeError, match="bad batch"):
+        batcher(np.full((1, 3, 2, 2), -1.0, dtype=np.float32))
+    logits, features = batcher(np.ones((2, 3, 2, 2), dtype=np.float32))
+    assert logits.shape == (2, 1) and features is None
+
+
+def test_a_micro_batching_predictor_answers_as_a_plain_one(onnx_bundle: Path) -> None:
+    images = [lesion_image(40 + i, 48) for i in range(6)]
+    plain = Predictor(onnx_bundle).predict(images)
+    batching = Predictor(onnx_bundle, micro_batching=True)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = list(pool.map(lambda image: batching.predict([image])[0], images))
+    for expected, answer in zip(plain, answers, strict=True):
+        assert answer.probabilities == pytest.approx(expected.probabilities, abs=1e-5)

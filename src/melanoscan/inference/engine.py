@@ -7,8 +7,10 @@ of any runner; :func:`decoded_batches` reads files in batches, reporting those i
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from melanoscan.preprocess import Preprocessing
 
 __all__ = [
     "BatchOutputs",
+    "MicroBatcher",
     "ModelOutputs",
     "Runner",
     "decoded_batches",
@@ -153,3 +156,62 @@ def _decode_batch(
     side = preprocessing.image_size
     stacked = np.stack(pixels) if pixels else np.zeros((0, side, side, 3), dtype=np.uint8)
     return DecodedBatch(rows, stacked, sizes, unreadable)
+
+
+class MicroBatcher:
+    """A runner that merges calls made at the same time from several threads into one pass.
+
+    The service answers each request on its own thread; on a CPU, one forward pass over eight
+    images costs far less than eight passes over one. Calls queue up while a pass runs, and the
+    next pass takes every queued input (up to ``max_batch`` images), so batches grow with the
+    load and a lone request waits for nothing.
+
+    Args:
+        run: the runner to share.
+        max_batch: most images in one pass.
+    """
+
+    def __init__(self, run: Runner, max_batch: int = 32) -> None:
+        self._run = run
+        self.max_batch = max_batch
+        self._jobs: queue.SimpleQueue[tuple[np.ndarray, Future]] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._start = threading.Lock()
+        self.passes = 0
+
+    def __call__(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        done: Future = Future()
+        self._jobs.put((inputs, done))
+        with self._start:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve, name="melanoscan-batcher",
+                                                daemon=True)
+                self._worker.start()
+        return done.result()
+
+    def _serve(self) -> None:
+        while True:
+            jobs = [self._jobs.get()]
+            count = len(jobs[0][0])
+            while count < self.max_batch:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                jobs.append(job)
+                count += len(job[0])
+            self._pass(jobs)
+
+    def _pass(self, jobs: list[tuple[np.ndarray, Future]]) -> None:
+        try:
+            logits, features = self._run(np.concatenate([inputs for inputs, _ in jobs]))
+        except Exception as exc:  # every caller of this pass gets the error, the worker lives on
+            for _, done in jobs:
+                done.set_exception(exc)
+            return
+        self.passes += 1
+        start = 0
+        for inputs, done in jobs:
+            end = start + len(inputs)
+            done.set_result((logits[start:end], None if features is None else features[start:end]))
+            start = end

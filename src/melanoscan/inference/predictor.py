@@ -40,7 +40,13 @@ from melanoscan.calibration import softmax
 from melanoscan.data.folders import file_problem, list_files
 from melanoscan.data.images import ImageSource, decode, is_image_file
 from melanoscan.gate import FLAGGED, UNCHECKED, VERDICT_LABELS, Gate, GateVerdict, load_gate
-from melanoscan.inference.engine import ModelOutputs, Runner, decoded_batches, forward
+from melanoscan.inference.engine import (
+    MicroBatcher,
+    ModelOutputs,
+    Runner,
+    decoded_batches,
+    forward,
+)
 from melanoscan.preprocess import Preprocessing
 from melanoscan.progress import progress_bar
 
@@ -136,6 +142,8 @@ class Predictor:
             torch, with a warning, when the export is stale).
         use_gate: assess images with the bundle's gate; ``False`` loads none (and does not warn
             about a missing one): for fitting a gate.
+        micro_batching: merge forward passes that threads request at the same time into one
+            (:class:`~melanoscan.inference.engine.MicroBatcher`); the service turns it on.
 
     Raises:
         BundleError: ``backend="onnx"`` but the bundle has no ONNX export, or it was made from
@@ -144,7 +152,8 @@ class Predictor:
     """
 
     def __init__(
-        self, bundle: Path | str | None = None, backend: str = "auto", use_gate: bool = True
+        self, bundle: Path | str | None = None, backend: str = "auto", use_gate: bool = True,
+        micro_batching: bool = False,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -174,6 +183,8 @@ class Predictor:
         warn_if_versions_differ(self.path, self.metadata,
                                 ("Pillow", "numpy", "onnxruntime" if run else "torch"))
         self._run: Runner = run if run is not None else _torch_runner(self.path)
+        if micro_batching:
+            self._run = MicroBatcher(self._run)
 
     def _choose_backend(self, requested: str) -> tuple[str, Runner | None]:
         """The backend to use, and its runner when it is onnx (see the class docstring)."""
