@@ -269,3 +269,12 @@ def test_triage_report(onnx_bundle: Path, tmp_path: Path) -> None:
     assert page.count('class="card') == 4
     assert len(list((out / "images").glob("*_gradcam.png"))) == 4
     assert 'src="images/0001.jpg"' in page
+
+
+def test_version_names_the_weights(onnx_bundle: Path, tmp_path: Path) -> None:
+    predictor = Predictor(onnx_bundle)
+    assert predictor.version == weights_sha256(onnx_bundle)[:12]
+    assert predictor.created == read_metadata(onnx_bundle).created
+    copy = tmp_path / "copy"
+    shutil.copytree(onnx_bundle, copy)
+    assert Predictor(copy).version == predictor.version  # same weights, same version

@@ -12,6 +12,7 @@ they report are those of the backend users run (the loop itself is in
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import warnings
@@ -35,6 +36,7 @@ from melanoscan.bundle import (
     read_training_images,
     resolve_bundle_path,
     warn_if_versions_differ,
+    weights_sha256,
 )
 from melanoscan.calibration import softmax
 from melanoscan.data.folders import file_problem, list_files
@@ -223,8 +225,16 @@ class Predictor:
     def name(self) -> str:
         return self.metadata.name
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
+        """Which weights answer: the first 12 hex digits of their SHA-256 (the bundle's creation
+        time for a bundle without ``weights.pt``). Two bundles with the same weights agree."""
+        digest = weights_sha256(self.path)
+        return digest[:12] if digest else self.metadata.created
+
+    @property
+    def created(self) -> str:
+        """When the bundle was made (UTC, ISO 8601)."""
         return self.metadata.created
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:

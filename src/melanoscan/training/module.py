@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC, MulticlassConfusionMatrix
 
+from melanoscan.evaluation.metrics import confusion_balanced_accuracy
 from melanoscan.training.config import OptimConfig
 
 __all__ = ["LesionClassifier", "balanced_accuracy", "warmup_cosine"]
@@ -19,12 +20,7 @@ Batch = tuple[Tensor, Tensor, Tensor, Tensor]
 
 def balanced_accuracy(confusion: Tensor) -> float:
     """Mean recall over the classes present in the targets (rows of ``confusion``)."""
-    support = confusion.sum(dim=1)
-    present = support > 0
-    if not present.any():
-        return float("nan")
-    recall = confusion.diagonal()[present].float() / support[present].float()
-    return float(recall.mean())
+    return confusion_balanced_accuracy(confusion.detach().cpu().numpy())
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
