@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "melanoscan"
 
 # Bottom to top; a unit may import only units on lower lines (the same line: not each other).
 LAYERS: list[set[str]] = [
-    {"taxonomy", "files", "progress", "process"},
+    {"taxonomy", "files", "progress", "process", "report_page"},
     {"calibration"},
     {"models"},
     {"preprocess"},
@@ -70,3 +70,11 @@ def test_the_checker_sees_an_upward_import() -> None:
     tree = ast.parse("def f():\n    from melanoscan.training.config import TrainConfig\n")
     assert _imported_units(tree) == [("training", 2)]
     assert RANK["training"] > RANK["data"]
+
+
+def test_every_html_report_uses_the_one_page_template() -> None:
+    reports = ["data/audit_report.py", "evaluation/report.py", "inference/triage_report.py"]
+    for name in reports:
+        source = (PACKAGE / name).read_text()
+        assert "html_page(" in source, name
+        assert "<!doctype" not in source.lower() and "<style>" not in source, name

@@ -16,6 +16,7 @@ from melanoscan import taxonomy
 from melanoscan.data.audit import AuditReport, ImageGroup, SourcePair
 from melanoscan.data.images import ImageDecodeError, load_rgb
 from melanoscan.files import printable, write_text
+from melanoscan.report_page import html_page
 
 SAMPLES_PER_CLASS = 6
 LISTED_GROUPS = 10
@@ -241,11 +242,7 @@ def _write_html(report: AuditReport, path: Path) -> Path:
         f"<tr><td>{esc(s['path'])}</td><td>{esc(s['reason'])}</td></tr>" for s in report.skipped
     )
     balance = report.class_balance
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>melanoscan audit</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;
-font-size:13px;text-align:left}}img{{max-width:100%}}</style></head><body>
-<h1>Dataset audit</h1><p>Sources: {esc(", ".join(report.sources))}</p>
+    body = f"""<h1>Dataset audit</h1><p>Sources: {esc(", ".join(report.sources))}</p>
 <p>{report.total_images} images, {len(report.skipped)} skipped.
 Imbalance ratio {esc(balance["imbalance_ratio"])} (least: {esc(balance["least"])},
 most: {esc(balance["most"])}).</p>
@@ -260,7 +257,6 @@ most: {esc(balance["most"])}).</p>
 {groups("Images shared between sources", report.cross_source)}
 <h2>Skipped files: {len(report.skipped)}</h2>
 {f"<table><tr><th>path</th><th>reason</th></tr>{skipped}</table>" if skipped else ""}
-<h2>Image statistics</h2><pre>{esc(json.dumps(report.image_stats, indent=2))}</pre>
-</body></html>"""
-    write_text(path, printable(page))
+<h2>Image statistics</h2><pre>{esc(json.dumps(report.image_stats, indent=2))}</pre>"""
+    write_text(path, printable(html_page("melanoscan audit", body)))
     return path
