@@ -325,8 +325,34 @@ def test_weight_average_is_what_is_validated_and_shipped(tiny_data: Path, tmp_pa
     shipped = torch.load(result.bundle_dir / "weights.pt", map_location="cpu", weights_only=True)
     for name, value in shipped.items():
         torch.testing.assert_close(value, best["state_dict"][f"model.{name}"])
-    # best.ckpt holds an average too (the training weights ride along for resume).
-    assert "current_model_state" in best
+
+
+def test_weight_average_starts_at_its_epoch(tiny_data: Path, tmp_path: Path) -> None:
+    from melanoscan.training.callbacks import WeightAverage
+
+    seen: list[tuple[int, bool, int]] = []
+
+    class Watch(L.Callback):
+        def on_validation_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+            if trainer.sanity_checking:
+                return
+            average = next(c for c in trainer.callbacks if isinstance(c, WeightAverage))
+            steps = trainer.num_training_batches
+            seen.append((trainer.current_epoch, average.started, steps))
+
+    config = tiny_config(**{"epochs": 3, "optim.ema_decay": 0.9, "optim.ema_start_epoch": 1})
+    result = train([tiny_data], tmp_path / "run", config, show_progress=False,
+                   callbacks=[Watch()])
+    assert [(epoch, started) for epoch, started, _ in seen] == [(0, False), (1, True), (2, True)]
+    last = torch.load(result.run_dir / "checkpoints/last.ckpt", map_location="cpu",
+                      weights_only=False)
+    # One update per step of epochs 1 and 2, none from epoch 0.
+    assert int(last["averaging_state"]["n_averaged"]) == 2 * seen[0][2]
+    metrics = pd.read_csv(result.run_dir / "metrics.csv")
+    epoch_0 = torch.load(tmp_path / "run/checkpoints/best.ckpt", map_location="cpu",
+                         weights_only=False)
+    if int(metrics["val_balanced_accuracy"].idxmax()) == 0:  # selected before the average
+        assert "current_model_state" not in epoch_0
 
 
 def test_weight_average_settings_are_checked() -> None:

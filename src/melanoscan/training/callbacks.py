@@ -10,13 +10,14 @@ from typing import Any
 
 import lightning as L
 import pandas as pd
+from lightning.pytorch.callbacks import EMAWeightAveraging
 
 from melanoscan.bundle import atomic_write
 from melanoscan.data.dataset import LesionDataset
 from melanoscan.data.images import ImageDecodeError
 from melanoscan.training.plots import plot_training_curves
 
-__all__ = ["EPOCH_COLUMNS", "EpochRecorder", "UnreadableImages"]
+__all__ = ["EPOCH_COLUMNS", "EpochRecorder", "UnreadableImages", "WeightAverage"]
 
 EPOCH_COLUMNS = (
     "epoch",
@@ -140,3 +141,55 @@ def _reason(dataset: LesionDataset, index: int) -> str:
     except ImageDecodeError as exc:
         return exc.reason
     return "it failed to load during the run"
+
+
+class WeightAverage(EMAWeightAveraging):
+    """An exponential moving average of the weights, updated every step from ``start_epoch``.
+
+    Lightning's callback, given a start epoch, still updates the average from the first step
+    and validates and checkpoints it from the first epoch. This one starts the average at the
+    start epoch (its first update copies the weights of that moment) and until then leaves
+    validation and checkpoints to the training weights, so no epoch is scored or selected for
+    weights it never had.
+
+    Args:
+        decay: the average's decay per optimiser step.
+        start_epoch: the first epoch whose steps update the average.
+    """
+
+    def __init__(self, decay: float, start_epoch: int) -> None:
+        super().__init__(decay=decay)
+        self.start_epoch = start_epoch
+
+    @property
+    def started(self) -> bool:
+        average = self._average_model
+        return average is not None and int(average.n_averaged.item()) > 0
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None  # every step; on_train_batch_end holds back early epochs
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if trainer.current_epoch >= self.start_epoch:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.started:
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.started:
+            super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if self.started:
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.started:
+            super().on_train_end(trainer, pl_module)

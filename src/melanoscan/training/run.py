@@ -20,7 +20,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from melanoscan import taxonomy
 from melanoscan.bundle import BundleMetadata, save_bundle, staged_directory
@@ -28,7 +28,7 @@ from melanoscan.data.dataset import inverse_frequency_weights
 from melanoscan.evaluation.gate_fit import fit_training_gate
 from melanoscan.models.factory import create_model, get_model_spec
 from melanoscan.preprocess import Preprocessing
-from melanoscan.training.callbacks import EpochRecorder, UnreadableImages
+from melanoscan.training.callbacks import EpochRecorder, UnreadableImages, WeightAverage
 from melanoscan.training.checkpoints import AtomicCheckpointIO, checkpoint_problem
 from melanoscan.training.config import ConfigError, TrainConfig, load_config, save_config
 from melanoscan.training.datamodule import LesionDataModule
@@ -342,12 +342,11 @@ def _stopping(config: TrainConfig) -> list[L.Callback]:
 
 
 def _averaging(config: TrainConfig) -> list[L.Callback]:
-    # Checkpoints then hold the averaged weights (the training weights ride along for resume),
-    # so validation, best.ckpt and the bundle all see the average.
+    # Once the average has started, checkpoints hold it (the training weights ride along for
+    # resume), so validation, best.ckpt and the bundle all see the average.
     if config.optim.ema_decay <= 0:
         return []
-    return [EMAWeightAveraging(decay=config.optim.ema_decay,
-                               update_starting_at_epoch=config.optim.ema_start_epoch)]
+    return [WeightAverage(config.optim.ema_decay, config.optim.ema_start_epoch)]
 
 
 def _trainer(
