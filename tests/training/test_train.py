@@ -20,6 +20,7 @@ from melanoscan.data.images import load_rgb
 from melanoscan.training.config import ConfigError, load_config
 from melanoscan.training.datamodule import LesionDataModule
 from melanoscan.training.run import TrainingError, TrainingInputError, TrainingInterrupted, train
+from tests.conftest import assert_drawn_png
 from tests.training.conftest import make_class_folders, tiny_config
 
 
@@ -31,6 +32,8 @@ def test_run_writes_record_and_a_bundle_that_predicts(tiny_data: Path, tmp_path:
                  "training_curves.png", "confusion_matrix_val.png",
                  "validation_predictions.csv", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
         assert (run / name).exists(), name
+    assert_drawn_png(run / "training_curves.png", size=(1000, 400))
+    assert_drawn_png(run / "confusion_matrix_val.png")
     assert load_config(run / "config.yaml") == config
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics["epoch"]) == [0, 1]
@@ -329,7 +332,7 @@ def test_weight_average_is_what_is_validated_and_shipped(tiny_data: Path, tmp_pa
 
 
 def test_weight_average_settings_are_checked() -> None:
-    with pytest.raises(ConfigError, match="optim.ema_decay"):
+    with pytest.raises(ConfigError, match=r"optim\.ema_decay"):
         tiny_config(**{"optim.ema_decay": 1.0})
-    with pytest.raises(ConfigError, match="optim.ema_start_epoch"):
+    with pytest.raises(ConfigError, match=r"optim\.ema_start_epoch"):
         tiny_config(**{"optim.ema_decay": 0.99, "optim.ema_start_epoch": 2})

@@ -45,6 +45,11 @@ def evaluate(
         bool,
         typer.Option(help="Score images the model was trained on too (flagged in the report)."),
     ] = False,
+    bootstrap: Annotated[
+        int,
+        typer.Option("--bootstrap", min=1, metavar="N",
+                     help="Bootstrap resamples of each 95% interval (fewer: faster, rougher)."),
+    ] = 1000,
     quiet: QuietOpt = False,
 ) -> None:
     """Score a model on labelled images, with 95% bootstrap intervals, plots and a report.
@@ -64,7 +69,7 @@ def evaluate(
         bundle = load_bundle(resolve_bundle_path(model))
         evaluation = run_evaluation(
             bundle, data, split=split, tta=tta, score_training_overlap=include_training_overlap,
-            show_progress=not quiet,
+            bootstrap_samples=bootstrap, show_progress=not quiet,
         )
     except (BundleError, DataSourceError, EvaluationError) as exc:
         raise fail(str(exc)) from None

@@ -263,7 +263,7 @@ class Predictor:
         return softmax(self.logits(inputs), self.temperature)
 
     def _predict_batch(
-        self, names: list[str | None], images: list[Image.Image], gate: bool
+        self, names: Sequence[str | None], images: list[Image.Image], gate: bool
     ) -> list[Prediction]:
         if not images:
             return []
@@ -273,6 +273,7 @@ class Predictor:
         if self.gate is None:
             verdicts = [GateVerdict(UNCHECKED, None, "")] * len(images)
         else:
+            assert features is not None  # _choose_backend: a gate implies a features output
             verdicts = self.gate.assess(pixels, [image.size for image in images], features)
         results = []
         for name, row, verdict in zip(names, probabilities, verdicts, strict=True):
