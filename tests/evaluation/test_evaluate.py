@@ -16,7 +16,7 @@ from melanoscan.cli import app
 from melanoscan.evaluation.evaluate import EvaluationError, evaluate
 from melanoscan.inference.predictor import Predictor
 from melanoscan.taxonomy import ISIC2018_CODES
-from tests.conftest import random_image
+from tests.conftest import assert_drawn_png, random_image
 
 runner = CliRunner()
 
@@ -72,16 +72,25 @@ def test_seven_class_ground_truth_is_scored_in_isic2018_codes(trained, tmp_path:
     assert report["results"]["plain"]["per_class"]["bkl"]["support"] == 1
 
 
+@pytest.mark.slow
 def test_cli_writes_the_report(trained, unseen: Path, tmp_path: Path) -> None:
     bundle_dir, _ = trained
     out = tmp_path / "report"
     result = runner.invoke(app, ["evaluate", "--model", str(bundle_dir), "--data", str(unseen),
-                                 "--split", "test", "--out", str(out), "--json", "-q"])
+                                 "--split", "test", "--out", str(out), "--json", "-q",
+                                 "--bootstrap", "20"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["data"]["scored"] == 15
-    for name in ("report.json", "report.html", "predictions.csv", "confusion_matrix.png",
-                 "roc_curves.png", "reliability.png"):
+    report = json.loads(result.stdout)
+    assert report["data"]["scored"] == 15
+    low, high = report["results"]["plain"]["accuracy"]["ci95"]
+    assert low <= report["results"]["plain"]["accuracy"]["value"] <= high
+    for name in ("report.json", "report.html", "predictions.csv"):
         assert (out / name).stat().st_size > 0, name
+    for name in ("confusion_matrix.png", "roc_curves.png", "reliability.png"):
+        assert_drawn_png(out / name)
+    refused = runner.invoke(app, ["evaluate", "--model", str(bundle_dir), "--data", str(unseen),
+                                  "--bootstrap", "0"])
+    assert refused.exit_code == 2 and "--bootstrap" in refused.output
 
 
 def test_cli_bad_input(trained, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from melanoscan import taxonomy
@@ -27,6 +28,7 @@ def _outputs(predictor: Predictor, images: list) -> tuple[np.ndarray, np.ndarray
     return logits, features
 
 
+@pytest.mark.slow
 def test_efficientnet_lite_exports_with_parity(tmp_path: Path) -> None:
     torch.manual_seed(0)
     recipe = Preprocessing.for_model("efficientnet_lite0", 64)
@@ -50,6 +52,7 @@ def test_efficientnet_lite_exports_with_parity(tmp_path: Path) -> None:
         np.testing.assert_allclose(exported, reference, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_shipped_onnx_is_the_shipped_weights() -> None:
     onnx = Predictor(backend="onnx")
     assert onnx_state(onnx.path, onnx.metadata) == "current"

@@ -21,6 +21,7 @@ from melanoscan.inference.predictor import Predictor
 from melanoscan.training.config import ConfigError, load_config
 from melanoscan.training.datamodule import LesionDataModule
 from melanoscan.training.run import TrainingError, TrainingInputError, TrainingInterrupted, train
+from tests.conftest import assert_drawn_png
 from tests.training.conftest import make_class_folders, tiny_config
 
 
@@ -32,6 +33,8 @@ def test_run_writes_record_and_a_bundle_that_predicts(tiny_data: Path, tmp_path:
                  "training_curves.png", "confusion_matrix_val.png",
                  "validation_predictions.csv", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
         assert (run / name).exists(), name
+    assert_drawn_png(run / "training_curves.png", size=(1000, 400))
+    assert_drawn_png(run / "confusion_matrix_val.png")
     assert load_config(run / "config.yaml") == config
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics["epoch"]) == [0, 1]

@@ -48,6 +48,11 @@ def evaluate(
         typer.Option(help="Score images the model was trained on too (flagged in the report)."),
     ] = False,
     backend: BackendOpt = "auto",
+    bootstrap: Annotated[
+        int,
+        typer.Option("--bootstrap", min=1, metavar="N",
+                     help="Bootstrap resamples of each 95% interval (fewer: faster, rougher)."),
+    ] = 1000,
     quiet: QuietOpt = False,
 ) -> None:
     """Score a model on labelled images, with 95% bootstrap intervals, plots and a report.
@@ -69,7 +74,8 @@ def evaluate(
     try:
         evaluation = run_evaluation(
             Predictor(model, backend=backend), data, split=split, tta=tta,
-            score_training_overlap=include_training_overlap, show_progress=not quiet,
+            score_training_overlap=include_training_overlap, bootstrap_samples=bootstrap,
+            show_progress=not quiet,
         )
     except (BundleError, DataSourceError, EvaluationError, ValueError) as exc:
         raise fail(str(exc)) from None

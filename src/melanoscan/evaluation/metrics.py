@@ -41,7 +41,7 @@ class Estimate:
     low: float
     high: float
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | list[float]]:
         return {"value": self.value, "ci95": [self.low, self.high]}
 
     def __str__(self) -> str:

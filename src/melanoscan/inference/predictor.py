@@ -349,7 +349,7 @@ class Predictor:
         return softmax(self.logits(inputs), self.temperature)
 
     def _predict_batch(
-        self, names: list[str | None], pixels: np.ndarray, sizes: list[tuple[int, int]],
+        self, names: Sequence[str | None], pixels: np.ndarray, sizes: list[tuple[int, int]],
         gate: bool, tta: bool,
     ) -> list[Prediction]:
         """Predictions for resized ``uint8`` images ``(N, S, S, 3)`` whose files were ``sizes``."""
@@ -361,6 +361,7 @@ class Predictor:
         if self.gate is None:
             verdicts = [GateVerdict(UNCHECKED, None, "")] * len(pixels)
         else:
+            assert out.features is not None  # _choose_backend: a gate implies a features output
             verdicts = self.gate.assess(pixels, sizes, out.features)
         results = []
         for name, row, verdict in zip(names, probabilities, verdicts, strict=True):

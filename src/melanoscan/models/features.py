@@ -24,7 +24,8 @@ class LogitsAndFeatures(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.layers = [model.get_submodule(name) for name in model.gate_layers]
+        names: list[str] = model.gate_layers  # type: ignore[assignment]  # a plain attribute
+        self.layers = [model.get_submodule(name) for name in names]
         # Take the model's mode: the ONNX export restores the wrapper's mode afterwards, and a
         # new module's default (training) would leave the model training.
         self.train(model.training)

@@ -358,7 +358,7 @@ def _build(kind: type, values: Any, prefix: str) -> Any:
     built: dict[str, Any] = {}
     for name, value in values.items():
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             built[name] = _build(hint, value, f"{prefix}{name}.")
         else:
             built[name] = _coerce(value, hint, f"{prefix}{name}")
