@@ -329,7 +329,7 @@ def test_weight_average_is_what_is_validated_and_shipped(tiny_data: Path, tmp_pa
 
 
 def test_weight_average_settings_are_checked() -> None:
-    with pytest.raises(ConfigError, match="optim.ema_decay"):
+    with pytest.raises(ConfigError, match=r"optim\.ema_decay"):
         tiny_config(**{"optim.ema_decay": 1.0})
-    with pytest.raises(ConfigError, match="optim.ema_start_epoch"):
+    with pytest.raises(ConfigError, match=r"optim\.ema_start_epoch"):
         tiny_config(**{"optim.ema_decay": 0.99, "optim.ema_start_epoch": 2})
