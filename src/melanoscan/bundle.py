@@ -41,6 +41,8 @@ if TYPE_CHECKING:  # torch is imported only where weights are read or run, so th
     import torch  # metadata and ONNX inference stay light
     from torch import nn
 
+    from melanoscan.models.interface import ImageClassifier
+
 __all__ = [
     "BUNDLE_FORMAT",
     "FORMAT_VERSION",
@@ -144,7 +146,7 @@ class Bundle:
 
     path: Path
     metadata: BundleMetadata
-    model: nn.Module
+    model: ImageClassifier
     preprocessing: Preprocessing
 
     @property
@@ -302,7 +304,7 @@ def load_bundle(
     """
     import torch
 
-    from melanoscan.models.factory import create_model
+    from melanoscan.models.factory import create_model, get_model_spec
 
     directory = Path(path)
     if directory.name == METADATA_FILE:
@@ -313,9 +315,11 @@ def load_bundle(
     try:
         preprocessing = Preprocessing.from_dict(metadata.preprocessing)
         arch = metadata.architecture
-        model = create_model(
-            arch["name"], num_classes=len(metadata.classes), **arch.get("kwargs", {})
+        # Bundles that predate a size argument are built for their preprocessing's size.
+        kwargs = get_model_spec(arch["name"]).constructor_kwargs(
+            preprocessing.image_size, arch.get("kwargs", {})
         )
+        model = create_model(arch["name"], num_classes=len(metadata.classes), **kwargs)
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{directory}: invalid architecture or preprocessing: {exc}") from None
     weights = directory / WEIGHTS_FILE
