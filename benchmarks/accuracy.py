@@ -24,6 +24,7 @@ from _report import RESULTS, command, machine, update_section, write_results
 from melanoscan import load_bundle
 from melanoscan.evaluation.evaluate import evaluate
 from melanoscan.evaluation.report import format_estimate
+from melanoscan.inference.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -38,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", required=True, metavar="NAME=BUNDLE")
     parser.add_argument("--tta", action="store_true", help="also score with TTA")
+    parser.add_argument("--backend", default="auto", help="auto, onnx or torch (as predict)")
     parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
     parser.add_argument("--fresh", action="store_true",
                         help="drop the models scored before (default: keep and add)")
@@ -53,7 +55,8 @@ def main() -> None:
                          "calibration": bundle.metadata.calibration,
                          "training": bundle.metadata.training.get("counts"), "test_sets": {}}
         for test_name, (data, split) in TEST_SETS.items():
-            evaluation = evaluate(bundle, data, split=split, tta=args.tta,
+            evaluation = evaluate(Predictor(path, backend=args.backend), data, split=split,
+                                  tta=args.tta,
                                   bootstrap_samples=args.samples)
             report = evaluation.report
             results[name]["test_sets"][test_name] = {
@@ -61,6 +64,7 @@ def main() -> None:
                 "training_overlap_left_out": report["data"]["training_overlap"]["count"],
                 "skipped": len(report["data"]["skipped"]),
                 "taxonomy": report["taxonomy"],
+                "backend": report["model"]["backend"],
                 "results": report["results"],
             }
             print(name, test_name, format_estimate(report["results"]["plain"]["accuracy"]))

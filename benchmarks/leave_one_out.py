@@ -31,6 +31,7 @@ from melanoscan.data.sources import read_sources
 from melanoscan.evaluation.evaluate import evaluate
 from melanoscan.evaluation.metrics import classification_metrics
 from melanoscan.evaluation.report import format_estimate
+from melanoscan.inference.predictor import Predictor
 
 ROOT = Path(__file__).resolve().parents[1]
 HOLDOUT = ROOT.parent / "shared" / "data" / "isic2017"
@@ -46,9 +47,9 @@ def held_out_in_training(bundle: Bundle, holdout: Path) -> bool:
 
 
 def holdout_figures(
-    bundle: Bundle, holdout: Path, limit: int | None, tta: bool, samples: int
+    model: Predictor, holdout: Path, limit: int | None, tta: bool, samples: int
 ) -> dict[str, Any]:
-    """The evaluation of ``bundle`` on the held-out source (or a stratified subset of it)."""
+    """The evaluation of ``model`` on the held-out source (or a stratified subset of it)."""
     with tempfile.TemporaryDirectory() as tmp:
         data = [holdout]
         if limit is not None:
@@ -57,7 +58,7 @@ def holdout_figures(
             # A manifest CSV is read as it is: labels, taxonomy and split kept.
             data = [Path(tmp) / "subset.csv"]
             subset[list(MANIFEST_COLUMNS)].to_csv(data[0], index=False)
-        evaluation = evaluate(bundle, data, tta=tta, bootstrap_samples=samples)
+        evaluation = evaluate(model, data, tta=tta, bootstrap_samples=samples)
     report = evaluation.report
     return {
         "images": report["data"]["scored"],
@@ -65,6 +66,7 @@ def holdout_figures(
         "training_overlap_left_out": report["data"]["training_overlap"]["count"],
         "skipped": len(report["data"]["skipped"]),
         "taxonomy": report["taxonomy"],
+        "backend": report["model"]["backend"],
         "classes_present": sorted({report["classes"][i] for i in evaluation.labels}),
         "results": {name: _summary(r) for name, r in report["results"].items()},
     }
@@ -126,6 +128,7 @@ def main() -> None:
     parser.add_argument("--holdout", type=Path, default=HOLDOUT,
                         help="the held-out source (default: isic2017)")
     parser.add_argument("--tta", action="store_true", help="also score with TTA")
+    parser.add_argument("--backend", default="auto", help="auto, onnx or torch (as predict)")
     parser.add_argument("--limit", type=int, help="score a fixed subset of about N images, "
                         "stratified by label (quick runs)")
     parser.add_argument("--samples", type=int, default=1000, help="bootstrap resamples")
@@ -156,8 +159,8 @@ def main() -> None:
             "limit": args.limit,
             "calibration": bundle.metadata.calibration,
             "in_domain": in_domain_figures(bundle, args.samples),
-            "held_out_source": holdout_figures(bundle, args.holdout, args.limit, args.tta,
-                                               args.samples),
+            "held_out_source": holdout_figures(Predictor(path, backend=args.backend),
+                                               args.holdout, args.limit, args.tta, args.samples),
         }
         for result, figures in results[name]["held_out_source"]["results"].items():
             print(name, result, "melanoma AUC", format_estimate(figures["melanoma_auc"]),

@@ -39,9 +39,26 @@ def write_image() -> ImageWriter:
     return write
 
 
+def assert_drawn_png(path: Path, size: tuple[int, int] | None = None) -> None:
+    """``path`` is a PNG (``size`` pixels wide and tall, if given) with a drawing on it."""
+    with Image.open(path) as image:
+        assert image.format == "PNG", path
+        if size is not None:
+            assert image.size == size, (path, image.size)
+        pixels = np.asarray(image.convert("RGB"), dtype=np.uint32)
+    # Not blank: many colours (lines, text, antialiasing), and ink on more than 1% of it.
+    colours = (pixels[..., 0] << 16) | (pixels[..., 1] << 8) | pixels[..., 2]
+    assert len(np.unique(colours)) > 16, path
+    assert (pixels.min(axis=-1) < 200).mean() > 0.01, path
+
+
 @pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1-epoch assignment_cnn bundle (torch weights only), trained once per test session."""
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """``(bundle_dir, training_data)``: a 1-epoch assignment_cnn on 3 classes of 8 images.
+
+    Trained once per test session and shared by every test that needs a trained bundle:
+    treat both as read-only (copy the bundle before changing it).
+    """
     from melanoscan.training.run import train
     from tests.training.conftest import make_class_folders, tiny_config
 
@@ -49,7 +66,13 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = make_class_folders(root / "data", per_class=8)
     result = train([data], root / "run", tiny_config(epochs=1), show_progress=False)
     assert result.bundle_dir is not None
-    return result.bundle_dir
+    return result.bundle_dir, data
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run: tuple[Path, Path]) -> Path:
+    """The bundle of :func:`tiny_run` (torch weights only)."""
+    return tiny_run[0]
 
 
 @pytest.fixture(scope="session")

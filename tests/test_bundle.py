@@ -28,6 +28,7 @@ from melanoscan.bundle import (
     weights_sha256,
     write_metadata,
 )
+from melanoscan.inference.predictor import Predictor
 from melanoscan.models import create_model
 from melanoscan.preprocess import Preprocessing
 from tests.conftest import random_image
@@ -57,7 +58,7 @@ def test_round_trip_predicts_the_same(tmp_path: Path) -> None:
     inputs = torch.from_numpy(np.stack([recipe(im) for im in images]))
     with torch.no_grad():
         expected = torch.softmax(model(inputs), dim=1).numpy()
-    probabilities = bundle.predict_probabilities(images)
+    probabilities = Predictor(tmp_path / "b").probabilities(images)
     np.testing.assert_allclose(probabilities, expected, atol=1e-6)
     assert probabilities.shape == (3, 9)
     assert bundle.classes == list(taxonomy.CLASSES)
@@ -69,11 +70,11 @@ def test_round_trip_predicts_the_same(tmp_path: Path) -> None:
 def test_temperature_softens_probabilities(tmp_path: Path) -> None:
     _save(tmp_path / "b")
     images = [random_image(1, (32, 32))]
-    before = load_bundle(tmp_path / "b").predict_probabilities(images)
+    before = Predictor(tmp_path / "b").probabilities(images)
     metadata = read_metadata(tmp_path / "b")
     metadata.calibration["temperature"] = 5.0
     write_metadata(tmp_path / "b", metadata)
-    after = load_bundle(tmp_path / "b").predict_probabilities(images)
+    after = Predictor(tmp_path / "b").probabilities(images)
     assert after.max() < before.max()
     assert after.argmax() == before.argmax()
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from melanoscan import __version__
 from melanoscan.cli import app
-from tests.conftest import EXAMPLES, ImageWriter
+from tests.conftest import EXAMPLES, ImageWriter, assert_drawn_png
 
 runner = CliRunner()
 
@@ -30,7 +30,9 @@ def test_audit_examples_json(tmp_path: Path) -> None:
     assert report["total_images"] == 18
     assert report["counts"]["all"] == {name: 2 for name in report["counts"]["all"]}
     assert report["summary"]["label_conflict_groups"] == 0
-    assert (tmp_path / "report.html").exists() and (tmp_path / "class_distribution.png").exists()
+    assert (tmp_path / "report.html").exists()
+    assert_drawn_png(tmp_path / "class_distribution.png", size=(990, 495))
+    assert_drawn_png(tmp_path / "samples.png")
 
 
 def test_audit_readable_summary() -> None:

@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from melanoscan.preprocess import Preprocessing, shades_of_gray
-from tests.conftest import random_image
 
 
 def test_shorter_side_then_centre_crop() -> None:
@@ -31,10 +30,39 @@ def test_normalise_unit_and_raw_range() -> None:
     np.testing.assert_array_equal(raw, 255.0)
 
 
-def test_call_equals_resize_then_normalise() -> None:
-    image = random_image(3, (50, 40))
-    recipe = Preprocessing.for_model("efficientnet_lite0", 32)
-    np.testing.assert_array_equal(recipe(image), recipe.normalise(recipe.resize(image)))
+def test_call_crops_the_centre_and_standardises_by_hand() -> None:
+    # 12 wide, 8 tall, already 8 px on the shorter side: no resampling, only the crop of the
+    # centre 8 columns (2..9), so every value is known exactly.
+    y, x = np.mgrid[0:8, 0:12]
+    pixels = np.stack([x * 20, y * 30, np.full_like(x, 102)], axis=-1).astype(np.uint8)
+    recipe = Preprocessing(8, mean=(0.5, 0.25, 0.0), std=(0.5, 0.25, 2.0))
+    out = recipe(Image.fromarray(pixels))
+    assert out.shape == (3, 8, 8) and out.dtype == np.float32
+    columns = np.arange(2, 10)
+    np.testing.assert_allclose(out[0], np.tile((columns * 20 / 255 - 0.5) / 0.5, (8, 1)),
+                               atol=1e-6)
+    np.testing.assert_allclose(out[1], np.tile(((np.arange(8) * 30 / 255 - 0.25) / 0.25)[:, None],
+                                               (1, 8)), atol=1e-6)
+    np.testing.assert_allclose(out[2], 0.2, atol=1e-6)  # (102 / 255 - 0) / 2
+    assert out[0, 0, 0] == pytest.approx((40 / 255 - 0.5) / 0.5, abs=1e-6)  # column 2: red 40
+
+
+def test_call_scales_the_shorter_side_with_pil_bicubic() -> None:
+    # 16 wide, 32 tall: the shorter side goes to 8 (PIL bicubic, 8x16), then rows 4..11.
+    pixels = np.zeros((32, 16, 3), dtype=np.uint8)
+    pixels[:8] = (255, 0, 0)
+    pixels[8:24] = (51, 102, 204)  # the centre band, (0.2, 0.4, 0.8) of full scale
+    pixels[24:] = (0, 0, 255)
+    image = Image.fromarray(pixels)
+    out = Preprocessing(8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))(image)
+    expected = np.asarray(image.resize((8, 16), Image.Resampling.BICUBIC))[4:12] / 255.0
+    np.testing.assert_allclose(out, (np.moveaxis(expected, -1, 0) - 0.5) / 0.25, atol=1e-6)
+    # Rows 2..5 of the crop lie far enough from the red and blue bands (the bicubic kernel
+    # reaches 2 output rows each side at half scale) to be the centre colour exactly.
+    centre = np.array([(0.2 - 0.5) / 0.25, (0.4 - 0.5) / 0.25, (0.8 - 0.5) / 0.25])
+    np.testing.assert_allclose(out[:, 2:6], np.broadcast_to(centre[:, None, None], (3, 4, 8)),
+                               atol=1e-6)
+    assert out[0, 0].mean() > centre[0] and out[2, -1].mean() > centre[2]  # the bands' edges
 
 
 def test_non_rgb_input_is_converted() -> None:

@@ -32,16 +32,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from melanoscan import __version__
-from melanoscan.calibration import softmax
 from melanoscan.files import NAME_ERRORS, atomic_write, staged_directory, write_csv
 from melanoscan.preprocess import Preprocessing
 
 if TYPE_CHECKING:  # torch is imported only where weights are read or run, so that reading
     import torch  # metadata and ONNX inference stay light
     from torch import nn
+
+    from melanoscan.models.interface import ImageClassifier
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -57,6 +57,7 @@ __all__ = [
     "onnx_path",
     "onnx_state",
     "read_metadata",
+    "read_training_images",
     "resolve_bundle_path",
     "save_bundle",
     "staged_directory",
@@ -145,7 +146,7 @@ class Bundle:
 
     path: Path
     metadata: BundleMetadata
-    model: nn.Module
+    model: ImageClassifier
     preprocessing: Preprocessing
 
     @property
@@ -177,19 +178,17 @@ class Bundle:
             logits, features = LogitsAndFeatures(self.model)(batch)
             return logits.float().cpu().numpy(), features.float().cpu().numpy()
 
-    def predict_probabilities(self, images: list[Image.Image]) -> np.ndarray:
-        """Class probabilities ``(N, classes)``, temperature-scaled when calibrated."""
-        if not images:
-            return np.zeros((0, len(self.classes)), dtype=np.float32)
-        inputs = np.stack([self.preprocessing(image) for image in images])
-        return softmax(self.logits(inputs), self.temperature)
-
     def training_images(self) -> pd.DataFrame:
         """Content hash, label and split of every image trained or validated on."""
-        path = self.path / TRAINING_IMAGES_FILE
-        if not path.exists():
-            return pd.DataFrame(columns=["content_hash", "label", "split"])
-        return pd.read_csv(path, encoding_errors=NAME_ERRORS)
+        return read_training_images(self.path)
+
+
+def read_training_images(bundle_dir: Path) -> pd.DataFrame:
+    """Content hash, label and split of every image a bundle was trained or validated on."""
+    path = bundle_dir / TRAINING_IMAGES_FILE
+    if not path.exists():
+        return pd.DataFrame(columns=["content_hash", "label", "split"])
+    return pd.read_csv(path, encoding_errors=NAME_ERRORS)
 
 
 def save_bundle(
@@ -305,7 +304,7 @@ def load_bundle(
     """
     import torch
 
-    from melanoscan.models.factory import create_model
+    from melanoscan.models.factory import create_model, get_model_spec
 
     directory = Path(path)
     if directory.name == METADATA_FILE:
@@ -316,9 +315,11 @@ def load_bundle(
     try:
         preprocessing = Preprocessing.from_dict(metadata.preprocessing)
         arch = metadata.architecture
-        model = create_model(
-            arch["name"], num_classes=len(metadata.classes), **arch.get("kwargs", {})
+        # Bundles that predate a size argument are built for their preprocessing's size.
+        kwargs = get_model_spec(arch["name"]).constructor_kwargs(
+            preprocessing.image_size, arch.get("kwargs", {})
         )
+        model = create_model(arch["name"], num_classes=len(metadata.classes), **kwargs)
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{directory}: invalid architecture or preprocessing: {exc}") from None
     weights = directory / WEIGHTS_FILE

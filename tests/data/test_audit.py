@@ -7,11 +7,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from melanoscan import taxonomy
 from melanoscan.data.audit import audit
-from melanoscan.data.audit_report import write_report
+from melanoscan.data.audit_report import (
+    SAMPLES_PER_CLASS,
+    class_distribution_figure,
+    samples_figure,
+    write_report,
+)
 from melanoscan.data.manifest import scan
 from melanoscan.data.sources import read_source, read_sources
-from tests.conftest import ImageWriter, random_image
+from tests.conftest import ImageWriter, assert_drawn_png, random_image
 
 
 @pytest.fixture
@@ -90,9 +96,44 @@ def test_report_files_and_json_round_trip(planted_tree: Path, tmp_path: Path) ->
     assert json.loads((tmp_path / "out" / "report.json").read_text()) == json.loads(
         json.dumps(report.to_dict())
     )
-    assert Image.open(tmp_path / "out" / "samples.png").size[0] > 100
+    assert_drawn_png(tmp_path / "out" / "class_distribution.png", size=(990, 495))
+    assert_drawn_png(tmp_path / "out" / "samples.png", size=(780, 1215))
     page = (tmp_path / "out" / "report.html").read_text()
     assert "leak_copy.png" in page and "empty file (0 bytes)" in page
+
+
+def test_class_distribution_draws_the_counts(planted_tree: Path) -> None:
+    report = audit(scan(read_source(planted_tree), show_progress=False))
+    (ax,) = class_distribution_figure(report).axes
+    assert ax.get_title() == "Class distribution" and ax.get_xlabel() == "images"
+    bottom_up = list(reversed(taxonomy.CLASSES))
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        taxonomy.DISPLAY_NAMES[name] for name in bottom_up]
+    splits = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert sorted(splits) == ["test", "train"]
+    first, second = ax.containers  # stacked: the second split starts where the first ends
+    for split, bars in zip(splits, (first, second), strict=True):
+        assert [bar.get_width() for bar in bars] == [report.counts[split][c] for c in bottom_up]
+    assert [bar.get_x() for bar in second] == [bar.get_width() for bar in first]
+    by_class = dict(zip(bottom_up, (t.get_text().strip() for t in ax.texts), strict=True))
+    assert by_class["nevus"] == "9" and by_class["dermatofibroma"] == "0"
+    assert by_class["melanoma"] == str(report.counts["all"]["melanoma"])
+
+
+def test_samples_show_up_to_six_readable_images_per_class(planted_tree: Path) -> None:
+    table = scan(read_source(planted_tree), show_progress=False).images
+    fig = samples_figure(table)
+    assert fig.get_suptitle() == "Samples per class"
+    rows = np.array(fig.axes).reshape(len(taxonomy.CLASSES), SAMPLES_PER_CLASS)
+    shown = {name: sum(len(ax.images) for ax in row)
+             for name, row in zip(taxonomy.CLASSES, rows, strict=True)}
+    counts = table["label"].value_counts()
+    assert shown == {name: min(SAMPLES_PER_CLASS, int(counts.get(name, 0)))
+                     for name in taxonomy.CLASSES}
+    assert shown["nevus"] == 6 and shown["dermatofibroma"] == 0
+    assert rows[0, 0].get_ylabel() == taxonomy.DISPLAY_NAMES[taxonomy.CLASSES[0]]
+    thumbnail = rows[list(taxonomy.CLASSES).index("nevus"), 0].images[0].get_array()
+    assert max(thumbnail.shape[:2]) <= 128 and thumbnail.std() > 0  # a real, shrunk image
 
 
 def test_compatible_taxonomies_are_not_conflicts(tmp_path: Path, write_image: ImageWriter) -> None:

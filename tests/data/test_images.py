@@ -157,3 +157,42 @@ def test_unexpected_decoder_errors_become_decode_errors(
     monkeypatch.setattr("melanoscan.data.images.ImageOps.exif_transpose", broken_transpose)
     with pytest.raises(ImageDecodeError, match="KeyError"):
         decode(tmp_path / "ok.png")
+
+
+def _large_lesion_jpeg(path: Path, size: tuple[int, int], exif: Image.Exif | None = None) -> None:
+    """A smooth, lesion-like photo (what draft decoding meets), upscaled to ``size``."""
+    from tests.conftest import lesion_image
+
+    photo = lesion_image(7, 96).resize(size, Image.Resampling.BICUBIC)
+    photo.save(path, quality=92, **({"exif": exif} if exif is not None else {}))
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_with_the_same_model_input(
+    tmp_path: Path,
+) -> None:
+    from melanoscan.preprocess import DRAFT_FACTOR, Preprocessing
+
+    recipe = Preprocessing(64)
+    _large_lesion_jpeg(tmp_path / "big.jpg", (1200, 900))
+    full = decode(tmp_path / "big.jpg")
+    reduced = decode(tmp_path / "big.jpg", min_side=recipe.decode_min_side)
+    assert full.image.size == full.original_size == (1200, 900)
+    assert reduced.original_size == (1200, 900)
+    # 1/4 scale keeps the shorter side (225) >= 3 x 64; 1/8 (150 x 113) would not.
+    assert reduced.image.size == (300, 225) and DRAFT_FACTOR == 3
+    difference = np.abs(recipe.resize(full.image).astype(int)
+                        - recipe.resize(reduced.image).astype(int))
+    # The bound the preprocessing promises: the model sees the same image, to a grey level.
+    assert difference.mean() < 0.5 and np.percentile(difference, 99) <= 3
+
+
+def test_reduced_decoding_keeps_orientation_and_skips_small_or_non_jpeg(tmp_path: Path) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    _large_lesion_jpeg(tmp_path / "rot.jpg", (1200, 900), exif)
+    rotated = decode(tmp_path / "rot.jpg", min_side=200)
+    assert rotated.original_size == (900, 1200) and rotated.image.size == (225, 300)
+    random_image(1, (300, 200)).save(tmp_path / "small.jpg")
+    assert decode(tmp_path / "small.jpg", min_side=150).image.size == (300, 200)
+    random_image(1, (1200, 900)).save(tmp_path / "big.png")
+    assert decode(tmp_path / "big.png", min_side=100).image.size == (1200, 900)

@@ -57,6 +57,7 @@ def _assert_no_group_straddles(table: pd.DataFrame, column: str) -> None:
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(table=manifests(), seed=st.integers(0, 2**16))
 def test_train_val_split_never_leaks(table: pd.DataFrame, seed: int) -> None:
@@ -80,6 +81,7 @@ def test_train_val_split_never_leaks(table: pd.DataFrame, seed: int) -> None:
     assert not trainable["content_hash"].duplicated().any()
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(table=manifests(), k=st.integers(2, 5), seed=st.integers(0, 2**16))
 def test_kfold_never_leaks(table: pd.DataFrame, k: int, seed: int) -> None:
@@ -93,6 +95,7 @@ def test_kfold_never_leaks(table: pd.DataFrame, k: int, seed: int) -> None:
     _assert_no_group_straddles(candidates, "fold")
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(table=manifests(grouped=False), seed=st.integers(0, 2**16))
 def test_class_proportions_hold_without_groups(table: pd.DataFrame, seed: int) -> None:

@@ -1,4 +1,4 @@
-"""A tiny trained bundle and labelled data it has never seen, shared by the evaluation tests."""
+"""The session's tiny trained bundle, and labelled data it has never seen."""
 
 from __future__ import annotations
 
@@ -6,18 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from melanoscan.training.run import train
-from tests.training.conftest import make_class_folders, tiny_config
+from tests.training.conftest import make_class_folders
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """``(bundle_dir, training_data)``: a 1-epoch assignment_cnn on 3 classes."""
-    root = tmp_path_factory.mktemp("trained")
-    data = make_class_folders(root / "data", per_class=8)
-    result = train([data], root / "run", tiny_config(epochs=1), show_progress=False)
-    assert result.bundle_dir is not None
-    return result.bundle_dir, data
+@pytest.fixture
+def trained(tiny_run: tuple[Path, Path]) -> tuple[Path, Path]:
+    """``(bundle_dir, training_data)`` of the session's ``tiny_run`` (tests/conftest.py)."""
+    return tiny_run
 
 
 @pytest.fixture

@@ -78,3 +78,20 @@ def test_classification_metrics_by_hand() -> None:
     assert per_class["c"]["f1"] == pytest.approx(2 / 3)
     assert result["melanoma"]["sensitivity"]["value"] == pytest.approx(1 / 2)  # 0.8 yes, 0.6 no
     assert result["melanoma"]["specificity"]["value"] == pytest.approx(3 / 4)  # 0.7 alerts
+
+
+def test_training_and_evaluation_share_one_balanced_accuracy() -> None:
+    import torch
+
+    from melanoscan.evaluation.metrics import balanced_accuracy, confusion_balanced_accuracy
+    from melanoscan.training.module import balanced_accuracy as training_balanced_accuracy
+
+    labels = np.array([0, 0, 0, 1, 1, 3])
+    predicted = np.array([0, 1, 0, 1, 1, 0])
+    # Recall 2/3, 1 and 0 over the classes present (class 2 has no image).
+    assert balanced_accuracy(labels, predicted) == pytest.approx((2 / 3 + 1 + 0) / 3)
+    confusion = np.zeros((4, 4), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    assert confusion_balanced_accuracy(confusion) == balanced_accuracy(labels, predicted)
+    assert training_balanced_accuracy(torch.from_numpy(confusion)) == pytest.approx(
+        balanced_accuracy(labels, predicted))

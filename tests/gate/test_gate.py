@@ -250,7 +250,6 @@ def test_an_onnx_file_from_before_the_gate(gated_bundle: Path, onnx_bundle: Path
 
 
 def test_evaluate_reports_the_flagged_images(gated_bundle: Path, tmp_path: Path) -> None:
-    from melanoscan import load_bundle
     from melanoscan.evaluation.evaluate import evaluate
 
     data = tmp_path / "data"
@@ -260,7 +259,7 @@ def test_evaluate_reports_the_flagged_images(gated_bundle: Path, tmp_path: Path)
             lesion_image(700 + i + (50 if name == "nevus" else 0)).save(
                 data / name / f"{name}_{i}.png")
     text_page().save(data / "nevus" / "page.png")
-    report = evaluate(load_bundle(gated_bundle), [data], bootstrap_samples=20,
+    report = evaluate(Predictor(gated_bundle), [data], bootstrap_samples=20,
                       show_progress=False).report
     gate = report["gate"]
     assert gate["available"] and gate["flagged"] >= 1 and gate["not_dermoscopy"] >= 1

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from melanoscan import taxonomy
-from melanoscan.bundle import BundleMetadata, onnx_state, read_metadata, save_bundle
+from melanoscan.bundle import BundleMetadata, load_bundle, onnx_state, read_metadata, save_bundle
 from melanoscan.data.images import decode
 from melanoscan.inference.export import export_onnx
 from melanoscan.inference.predictor import Predictor
@@ -27,6 +29,7 @@ def _outputs(predictor: Predictor, images: list) -> tuple[np.ndarray, np.ndarray
     return logits, features
 
 
+@pytest.mark.slow
 def test_efficientnet_lite_exports_with_parity(tmp_path: Path) -> None:
     torch.manual_seed(0)
     recipe = Preprocessing.for_model("efficientnet_lite0", 64)
@@ -39,7 +42,15 @@ def test_efficientnet_lite_exports_with_parity(tmp_path: Path) -> None:
     save_bundle(tmp_path / "b", model, metadata,
                 training_images=pd.DataFrame({"content_hash": ["a"], "label": ["nevus"],
                                               "split": ["train"]}))
-    export_onnx(tmp_path / "b")
+    # A bundle without the size argument is built for its preprocessing's image size.
+    assert load_bundle(tmp_path / "b").model.input_size == (64, 64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        export_onnx(tmp_path / "b")
+    # SAME padding is fixed at construction: tracing meets no shape arithmetic, and nothing
+    # else warns either.
+    assert not [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+    assert not caught, [f"{w.category.__name__}: {w.message}" for w in caught]
     record = read_metadata(tmp_path / "b").exports["onnx"]
     assert record["max_abs_logit_difference_vs_torch"] < 1e-4
     assert onnx_state(tmp_path / "b", read_metadata(tmp_path / "b")) == "current"
@@ -50,6 +61,7 @@ def test_efficientnet_lite_exports_with_parity(tmp_path: Path) -> None:
         np.testing.assert_allclose(exported, reference, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_shipped_onnx_is_the_shipped_weights() -> None:
     onnx = Predictor(backend="onnx")
     assert onnx_state(onnx.path, onnx.metadata) == "current"

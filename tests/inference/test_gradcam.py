@@ -14,7 +14,8 @@ from torch import Tensor, nn
 from melanoscan import taxonomy
 from melanoscan.bundle import BundleMetadata, load_bundle, save_bundle
 from melanoscan.inference.gradcam import Explanation, explain, grad_cam, overlay
-from melanoscan.models import create_model
+from melanoscan.inference.predictor import Predictor
+from melanoscan.models import create_model, get_model_spec
 from melanoscan.preprocess import Preprocessing
 from tests.conftest import random_image
 
@@ -63,8 +64,6 @@ def model_case(request: pytest.FixtureRequest) -> tuple[str, int, nn.Module]:
 class DarknessNet(nn.Module):
     """Feature map = darkness of each pixel; logit 0 pools it, logit 1 pools its negative."""
 
-    feature_layer = "features"
-
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Conv2d(3, 1, kernel_size=1)
@@ -91,7 +90,7 @@ def test_map_shape_range_and_dtype(model_case: tuple[str, int, nn.Module]) -> No
 
 def test_no_side_effects_on_the_model(model_case: tuple[str, int, nn.Module]) -> None:
     name, size, model = model_case
-    layer = model.get_submodule(model.feature_layer)
+    layer = model.get_submodule(get_model_spec(name).feature_layer)
     first = next(model.parameters())
     model.train()
     last_child = list(model.children())[-1]
@@ -125,13 +124,16 @@ def test_map_responds_to_the_lesion(model_case: tuple[str, int, nn.Module]) -> N
 def test_known_answer_highlights_the_dark_disc() -> None:
     size = 40
     inputs = _inputs("assignment_cnn", _lesion(size))  # 0..255 pixels, no normalisation
-    heatmap = grad_cam(DarknessNet(), inputs, target=0)
+    heatmap = grad_cam(DarknessNet(), inputs, target=0, layer="features")
     ys, xs = np.nonzero(heatmap > 0.9)
     assert xs.mean() == pytest.approx(0.3 * size, abs=1.5)
     assert ys.mean() == pytest.approx(0.35 * size, abs=1.5)
     assert heatmap[-1, -1] < 0.6
     # The opposite class has only negative evidence, which Grad-CAM's ReLU drops.
-    assert not grad_cam(DarknessNet(), inputs, target=1).any()
+    assert not grad_cam(DarknessNet(), inputs, target=1, layer="features").any()
+    # A network the registry does not know has no default layer.
+    with pytest.raises(ValueError, match="DarknessNet is not a registered network; pass layer="):
+        grad_cam(DarknessNet(), inputs, target=0)
 
 
 def test_other_layer_and_bad_arguments() -> None:
@@ -187,7 +189,7 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_explain_predicted_and_named_class(bundle_dir: Path) -> None:
     bundle = load_bundle(bundle_dir)
     image = random_image(4, (48, 40))  # not square, not the model's size: resized as predicted
-    probabilities = bundle.predict_probabilities([image])[0]
+    probabilities = Predictor(bundle_dir).probabilities([image])[0]
 
     predicted = explain(bundle, image)
     assert predicted.target_class == bundle.classes[int(probabilities.argmax())]

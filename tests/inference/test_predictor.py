@@ -212,6 +212,19 @@ def test_predict_json_and_skipped_files(onnx_bundle: Path, tmp_path: Path) -> No
     assert "broken.jpg" in result.output
 
 
+def test_predict_tta_is_the_predictor_with_tta(onnx_bundle: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    result = runner.invoke(app, ["predict", str(EXAMPLE_FILES[0]), "--model", str(onnx_bundle),
+                                 "--tta", "--format", "json", "--output", str(out), "-q"])
+    assert result.exit_code in (0, 3), result.output
+    answered = json.loads(out.read_text())["predictions"][0]["probabilities"]
+    predictor = Predictor(onnx_bundle)
+    expected = predictor.predict([EXAMPLE_FILES[0]], tta=True)[0].probabilities
+    assert answered == pytest.approx(expected, abs=1e-6)
+    assert answered != pytest.approx(predictor.predict([EXAMPLE_FILES[0]])[0].probabilities,
+                                      abs=1e-6)
+
+
 def test_predict_table_is_a_triage_list(onnx_bundle: Path) -> None:
     result = runner.invoke(app, ["predict", str(EXAMPLES), "--model", str(onnx_bundle), "-q"])
     assert result.exit_code == 0
@@ -256,3 +269,12 @@ def test_triage_report(onnx_bundle: Path, tmp_path: Path) -> None:
     assert page.count('class="card') == 4
     assert len(list((out / "images").glob("*_gradcam.png"))) == 4
     assert 'src="images/0001.jpg"' in page
+
+
+def test_version_names_the_weights(onnx_bundle: Path, tmp_path: Path) -> None:
+    predictor = Predictor(onnx_bundle)
+    assert predictor.version == weights_sha256(onnx_bundle)[:12]
+    assert predictor.created == read_metadata(onnx_bundle).created
+    copy = tmp_path / "copy"
+    shutil.copytree(onnx_bundle, copy)
+    assert Predictor(copy).version == predictor.version  # same weights, same version

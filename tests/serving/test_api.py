@@ -318,3 +318,13 @@ def test_uint8_grey_and_rgba_uploads_are_accepted(client: TestClient) -> None:
     rgba = Image.new("RGBA", (30, 30), (10, 200, 30, 128))
     files = upload(("grey.png", encoded(grey, "PNG")), ("rgba.png", encoded(rgba, "PNG")))
     assert len(client.post("/v1/predict", files=files).json()["predictions"]) == 2
+
+
+def test_tta_answers_as_the_predictor_does(client: TestClient, predictor: Predictor) -> None:
+    image = lesion_image(11)
+    body = client.post("/v1/predict?tta=true", files=upload(("a.png", encoded(image, "PNG"))))
+    answered = body.json()["predictions"][0]["probabilities"]
+    expected = predictor.predict([image], tta=True)[0].probabilities
+    plain = predictor.predict([image])[0].probabilities
+    assert answered == pytest.approx(expected, abs=1e-6)
+    assert answered != pytest.approx(plain, abs=1e-6)

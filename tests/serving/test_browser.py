@@ -24,6 +24,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
 IMAGES = [EXAMPLES / "melanoma", EXAMPLES / "nevus"]
+pytestmark = pytest.mark.slow  # a server and a browser per module
 
 if not CHROMIUM.exists():
     if os.environ.get("CI"):

@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from melanoscan import load_bundle
 from tests.training.conftest import make_class_folders
 
 
+@pytest.mark.slow
 def test_two_process_ddp_run_writes_one_bundle(tmp_path: Path) -> None:
     data = make_class_folders(tmp_path / "data", per_class=8)
     run = tmp_path / "run"

@@ -17,9 +17,11 @@ import torch
 
 from melanoscan import load_bundle
 from melanoscan.data.images import load_rgb
+from melanoscan.inference.predictor import Predictor
 from melanoscan.training.config import ConfigError, load_config
 from melanoscan.training.datamodule import LesionDataModule
 from melanoscan.training.run import TrainingError, TrainingInputError, TrainingInterrupted, train
+from tests.conftest import assert_drawn_png
 from tests.training.conftest import make_class_folders, tiny_config
 
 
@@ -31,6 +33,8 @@ def test_run_writes_record_and_a_bundle_that_predicts(tiny_data: Path, tmp_path:
                  "training_curves.png", "confusion_matrix_val.png",
                  "validation_predictions.csv", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
         assert (run / name).exists(), name
+    assert_drawn_png(run / "training_curves.png", size=(1000, 400))
+    assert_drawn_png(run / "confusion_matrix_val.png")
     assert load_config(run / "config.yaml") == config
     metrics = pd.read_csv(run / "metrics.csv")
     assert list(metrics["epoch"]) == [0, 1]
@@ -45,7 +49,7 @@ def test_run_writes_record_and_a_bundle_that_predicts(tiny_data: Path, tmp_path:
 
     val = split[split["split"] == "val"]
     images = [load_rgb(p) for p in val["path"]]
-    probabilities = bundle.predict_probabilities(images)
+    probabilities = Predictor(result.bundle_dir).probabilities(images)
     assert probabilities.shape == (len(val), 9)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     saved = pd.read_csv(run / "validation_predictions.csv")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from melanoscan.cli._app import (
+    BackendOpt,
     ModelOpt,
     QuietOpt,
     app,
@@ -45,28 +47,37 @@ def evaluate(
         bool,
         typer.Option(help="Score images the model was trained on too (flagged in the report)."),
     ] = False,
+    backend: BackendOpt = "auto",
+    bootstrap: Annotated[
+        int,
+        typer.Option("--bootstrap", min=1, metavar="N",
+                     help="Bootstrap resamples of each 95% interval (fewer: faster, rougher)."),
+    ] = 1000,
     quiet: QuietOpt = False,
 ) -> None:
     """Score a model on labelled images, with 95% bootstrap intervals, plots and a report.
 
-    Images the model was trained or validated on are left out of the score and reported.
+    The images go through the model as 'melanoscan predict' sends them, on the same backend
+    (named in the report). Images the model was trained or validated on are left out of the
+    score and reported.
     Exit codes: 0 done; 2 bad input (no bundle, no data, nothing left to score).
     """
-    from melanoscan.bundle import BundleError, load_bundle, resolve_bundle_path
+    from melanoscan.bundle import BundleError
     from melanoscan.data.sources import DataSourceError
     from melanoscan.evaluation.evaluate import EvaluationError
     from melanoscan.evaluation.evaluate import evaluate as run_evaluation
     from melanoscan.evaluation.outputs import print_summary, write_outputs
+    from melanoscan.inference.predictor import Predictor
 
     if out is not None:
         output_folder(out, "--out")
     try:
-        bundle = load_bundle(resolve_bundle_path(model))
         evaluation = run_evaluation(
-            bundle, data, split=split, tta=tta, score_training_overlap=include_training_overlap,
+            Predictor(model, backend=backend), data, split=split, tta=tta,
+            score_training_overlap=include_training_overlap, bootstrap_samples=bootstrap,
             show_progress=not quiet,
         )
-    except (BundleError, DataSourceError, EvaluationError) as exc:
+    except (BundleError, DataSourceError, EvaluationError, ValueError) as exc:
         raise fail(str(exc)) from None
     if as_json:
         sys.stdout.write(json.dumps(evaluation.report, indent=2) + "\n")
@@ -98,6 +109,7 @@ def calibrate(
                      "folder, or a CSV with a 'path' column) the gate learns to refuse "
                      "(benchmarks/negatives.py writes fit.csv)."),
     ] = None,
+    backend: BackendOpt = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Fit temperature scaling and the melanoma alert threshold on held-out data; save them.
@@ -108,10 +120,11 @@ def calibrate(
     Exit codes: 0 done; 2 bad input (no bundle, training images given, no melanoma; for
     --gate-only: too few training or other images).
     """
-    from melanoscan.bundle import BundleError, load_bundle
+    from melanoscan.bundle import BundleError
     from melanoscan.data.sources import DataSourceError
     from melanoscan.evaluation.evaluate import EvaluationError
     from melanoscan.evaluation.recalibrate import calibrate_bundle
+    from melanoscan.inference.predictor import Predictor
 
     if negatives is not None and not gate_only:
         raise fail("--negatives is for the dermoscopy gate: add --gate-only")
@@ -119,7 +132,7 @@ def calibrate(
         from melanoscan.evaluation.gate_fit import refit_gate
 
         try:
-            gate = refit_gate(load_bundle(model), data, split=split, negatives=negatives,
+            gate = refit_gate(model, data, split=split, negatives=negatives,
                               show_progress=not quiet)
         except (BundleError, DataSourceError, EvaluationError) as exc:
             raise fail(str(exc)) from None
@@ -132,10 +145,12 @@ def calibrate(
             + f"; saved in {model}.", highlight=False)
         return
     try:
-        bundle = load_bundle(model)
-        result = calibrate_bundle(bundle, data, split=split,
+        with warnings.catch_warnings():  # "not calibrated: run melanoscan calibrate": doing so
+            warnings.filterwarnings("ignore", message=r".* is not calibrated")
+            predictor = Predictor(model, backend=backend)
+        result = calibrate_bundle(predictor, data, split=split,
                                   target_sensitivity=target_sensitivity, show_progress=not quiet)
-    except (BundleError, DataSourceError, EvaluationError) as exc:
+    except (BundleError, DataSourceError, EvaluationError, ValueError) as exc:
         raise fail(str(exc)) from None
     console.print(
         f"Temperature {result['temperature']:.3f}; melanoma alert at probability >= "

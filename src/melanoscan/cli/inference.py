@@ -45,6 +45,11 @@ def predict(
         bool,
         typer.Option("--no-gate", help="Score images the dermoscopy gate flags anyway (marked)."),
     ] = False,
+    tta: Annotated[
+        bool,
+        typer.Option(help="Average over the 8 flips and 90-degree rotations of each image "
+                     "(test-time augmentation; 8 times slower)."),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Classify dermoscopy images and raise the melanoma alert.
@@ -78,7 +83,7 @@ def predict(
         raise fail("no image found in " + ", ".join(map(str, paths)))
     with progress_bar("Predicting", len(files), enabled=not quiet) as advance:
         predictions, unreadable = predictor.predict_files(files, progress=advance,
-                                                          gate=not no_gate)
+                                                          gate=not no_gate, tta=tta)
     skipped += unreadable
     if output_format == "table" and output is None:
         print_table(predictions, skipped, predictor, console)

@@ -100,4 +100,5 @@ def app_from_environment() -> FastAPI:
     from melanoscan.serving import ServeLimits, create_app
 
     limits = ServeLimits.from_json(os.environ[ENV_LIMITS])
-    return create_app(Predictor(os.environ[ENV_MODEL], os.environ[ENV_BACKEND]), limits)
+    predictor = Predictor(os.environ[ENV_MODEL], os.environ[ENV_BACKEND], micro_batching=True)
+    return create_app(predictor, limits)

@@ -62,7 +62,7 @@ def train(
         "epochs": epochs, "batch_size": batch_size, "balance.strategy": balance, "seed": seed,
         "devices": devices, "num_nodes": num_nodes,
     }
-    chosen = {k: v for k, v in named.items() if v is not None}
+    chosen: dict[str, object] = {k: v for k, v in named.items() if v is not None}
     try:
         pairs = dict(parse_override(text) for text in overrides or [])
         if model is not None and "model.pretrained" not in {**pairs, **chosen}:

@@ -120,9 +120,10 @@ def jpeg(image: np.ndarray, rng: np.random.Generator, severity: float) -> np.nda
     """JPEG re-compression at quality 70 (mild) down to 15 (strong)."""
     quality = round(70 - 55 * severity + rng.uniform(-5, 5))
     ok, encoded = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:  # pragma: no cover - OpenCV always encodes uint8 RGB
+    decoded = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if ok else None
+    if decoded is None:  # pragma: no cover - OpenCV always encodes and decodes uint8 RGB
         return image
-    return np.ascontiguousarray(cv2.imdecode(encoded, cv2.IMREAD_COLOR)[..., ::-1])
+    return np.ascontiguousarray(decoded[..., ::-1])
 
 
 def low_resolution(image: np.ndarray, rng: np.random.Generator, severity: float) -> np.ndarray:

@@ -16,6 +16,7 @@ from melanoscan import taxonomy
 from melanoscan.data.audit import AuditReport, ImageGroup, SourcePair
 from melanoscan.data.images import ImageDecodeError, load_rgb
 from melanoscan.files import printable, write_text
+from melanoscan.report_page import html_page
 
 SAMPLES_PER_CLASS = 6
 LISTED_GROUPS = 10
@@ -141,7 +142,19 @@ def _write_json(report: AuditReport, path: Path) -> Path:
 
 
 def plot_class_distribution(report: AuditReport, path: Path) -> Path:
-    """Horizontal bar chart of images per class, one bar segment per split."""
+    """Write :func:`class_distribution_figure` to the PNG ``path``; return ``path``."""
+    class_distribution_figure(report).savefig(path, dpi=110)
+    return path
+
+
+def class_distribution_figure(report: AuditReport) -> Figure:
+    """Horizontal bar chart of images per class, one bar segment per split.
+
+    Returns:
+        The figure: one bar container per split (stacked, in the report's split order), the
+        classes from the last of ``taxonomy.CLASSES`` at the bottom to the first at the top,
+        and each class's total written at the end of its bar.
+    """
     splits = [s for s in report.counts if s != "all"]
     frame = pd.DataFrame({s: report.counts[s] for s in splits}).reindex(list(taxonomy.CLASSES))
     fig = Figure(figsize=(9, 4.5))
@@ -157,12 +170,23 @@ def plot_class_distribution(report: AuditReport, path: Path) -> Path:
     for index, total in enumerate(frame.sum(axis=1).iloc[::-1]):
         ax.text(total, index, f" {int(total)}", va="center", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return fig
 
 
 def plot_samples(table: pd.DataFrame, path: Path, per_class: int = SAMPLES_PER_CLASS) -> Path:
-    """A grid with a few random images of every class (one row per class)."""
+    """Write :func:`samples_figure` to the PNG ``path``; return ``path``."""
+    samples_figure(table, per_class).savefig(path, dpi=100)
+    return path
+
+
+def samples_figure(table: pd.DataFrame, per_class: int = SAMPLES_PER_CLASS) -> Figure:
+    """A grid with a few random images of every class (one row per class).
+
+    Returns:
+        The figure: ``len(taxonomy.CLASSES)`` rows of ``per_class`` axes, each showing one
+        image of the row's class (as many as it has, readable ones only), the class's display
+        name as the row's label.
+    """
     fig = Figure(figsize=(per_class * 1.3, len(taxonomy.CLASSES) * 1.35))
     axes = fig.subplots(len(taxonomy.CLASSES), per_class, squeeze=False)
     for row, name in enumerate(taxonomy.CLASSES):
@@ -184,8 +208,7 @@ def plot_samples(table: pd.DataFrame, path: Path, per_class: int = SAMPLES_PER_C
         axes[row, 0].set_ylabel(taxonomy.DISPLAY_NAMES[name], rotation=0, ha="right", fontsize=8)
     fig.suptitle("Samples per class")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return fig
 
 
 def _write_html(report: AuditReport, path: Path) -> Path:
@@ -241,11 +264,7 @@ def _write_html(report: AuditReport, path: Path) -> Path:
         f"<tr><td>{esc(s['path'])}</td><td>{esc(s['reason'])}</td></tr>" for s in report.skipped
     )
     balance = report.class_balance
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>melanoscan audit</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}
-table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;
-font-size:13px;text-align:left}}img{{max-width:100%}}</style></head><body>
-<h1>Dataset audit</h1><p>Sources: {esc(", ".join(report.sources))}</p>
+    body = f"""<h1>Dataset audit</h1><p>Sources: {esc(", ".join(report.sources))}</p>
 <p>{report.total_images} images, {len(report.skipped)} skipped.
 Imbalance ratio {esc(balance["imbalance_ratio"])} (least: {esc(balance["least"])},
 most: {esc(balance["most"])}).</p>
@@ -260,7 +279,6 @@ most: {esc(balance["most"])}).</p>
 {groups("Images shared between sources", report.cross_source)}
 <h2>Skipped files: {len(report.skipped)}</h2>
 {f"<table><tr><th>path</th><th>reason</th></tr>{skipped}</table>" if skipped else ""}
-<h2>Image statistics</h2><pre>{esc(json.dumps(report.image_stats, indent=2))}</pre>
-</body></html>"""
-    write_text(path, printable(page))
+<h2>Image statistics</h2><pre>{esc(json.dumps(report.image_stats, indent=2))}</pre>"""
+    write_text(path, printable(html_page("melanoscan audit", body)))
     return path

@@ -32,13 +32,17 @@ class AugmentationSettings(Protocol):
     scale: float
     rotate: float
     artefact_probability: float
-    artefacts: Sequence[str]
     artefact_max_severity: float
     color_jitter: float
     brightness: float
     contrast: float
     saturation: float
     hue: float
+
+    @property
+    def artefacts(self) -> Sequence[str]:
+        """Names of the acquisition artefacts to apply (read-only: any sequence will do)."""
+        ...
 
 
 class _WorkerSeededCompose(A.Compose):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from melanoscan.data.images import ImageDecodeError, load_rgb
+from melanoscan.data.images import ImageDecodeError, decode
 from melanoscan.preprocess import Preprocessing
 
 __all__ = ["CACHE_MODES", "ResizedImageLoader", "default_cache_dir"]
@@ -96,7 +96,8 @@ class ResizedImageLoader:
     def _decode(self, path: str) -> np.ndarray:
         self.misses += 1
         try:
-            image = load_rgb(path)
+            # Decoded as prediction decodes (large JPEGs at reduced scale): the same input.
+            image = decode(path, min_side=self.preprocessing.decode_min_side).image
         except OSError as exc:
             raise ImageDecodeError(path, f"cannot read: {exc.strerror or exc}") from None
         return self.preprocessing.resize(image)

@@ -20,6 +20,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 SUPPORTED_FORMATS: frozenset[str] = frozenset({"JPEG", "PNG", "BMP", "TIFF", "MPO"})
 
+ORIENTATION_TAG = 0x0112
+"""EXIF orientation; values 5 to 8 swap width and height."""
+
 MAX_PIXELS = 64_000_000
 """Images above this many pixels are refused as likely decompression bombs (8000x8000)."""
 
@@ -42,11 +45,14 @@ class DecodedImage:
         source_mode: the PIL mode of the file (e.g. ``"L"``, ``"RGBA"``, ``"CMYK"``, ``"I;16"``).
         source_format: the container format PIL detected (e.g. ``"JPEG"``; ``"memory"`` for an
             image made in memory).
+        original_size: the image's full size, EXIF orientation applied; larger than
+            ``image.size`` when a JPEG was decoded at a reduced scale (``min_side``).
     """
 
     image: Image.Image
     source_mode: str
     source_format: str
+    original_size: tuple[int, int]
 
     @property
     def size(self) -> tuple[int, int]:
@@ -62,12 +68,18 @@ ImageSource = bytes | Path | str | Image.Image | np.ndarray
 """What :func:`decode` reads: a file path, the file's bytes, a PIL image or a pixel array."""
 
 
-def decode(data: ImageSource, *, name: str | None = None) -> DecodedImage:
+def decode(
+    data: ImageSource, *, name: str | None = None, min_side: int | None = None
+) -> DecodedImage:
     """Decode a file, its bytes, a PIL image or an array into an 8-bit RGB image.
 
     Greyscale, palette, RGBA (composited on black), CMYK and 16-bit images are converted;
     EXIF rotation is applied, also to a PIL image opened from a file. Arrays are ``uint8``
     ``(H, W)`` grey, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA, or ``uint16`` ``(H, W)``.
+
+    ``min_side`` lets a JPEG be decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling: a
+    12-megapixel photo then costs a fraction of a full decode) as long as its shorter side stays
+    at least ``min_side``; other inputs are decoded whole. ``original_size`` keeps the full size.
 
     Raises:
         ImageDecodeError: empty, truncated, unknown, unsupported or oversized input.
@@ -82,7 +94,7 @@ def decode(data: ImageSource, *, name: str | None = None) -> DecodedImage:
             if isinstance(data, Image.Image):
                 return _normalise(data, label, from_file=False)
             with Image.open(_stream(data, label)) as opened:
-                return _normalise(opened, label, from_file=True)
+                return _normalise(opened, label, from_file=True, min_side=min_side)
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -138,7 +150,9 @@ def _from_array(array: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(array))
 
 
-def _normalise(opened: Image.Image, label: str, *, from_file: bool) -> DecodedImage:
+def _normalise(
+    opened: Image.Image, label: str, *, from_file: bool, min_side: int | None = None
+) -> DecodedImage:
     """The checks and conversions every input goes through, whatever its kind."""
     if from_file or opened.format is not None:  # images made in memory have no format
         source_format = opened.format or "unknown"
@@ -154,9 +168,14 @@ def _normalise(opened: Image.Image, label: str, *, from_file: bool) -> DecodedIm
             f"limit {MAX_PIXELS:,}): possible decompression bomb",
         )
     source_mode = opened.mode
+    rotated = opened.getexif().get(ORIENTATION_TAG) in (5, 6, 7, 8)
+    original_size = (height, width) if rotated else (width, height)
+    if min_side and source_format in ("JPEG", "MPO"):
+        opened.draft(opened.mode, (min_side, min_side))  # both sides stay >= min_side
     opened.load()
     image = _to_rgb(ImageOps.exif_transpose(opened))
-    return DecodedImage(image=image, source_mode=source_mode, source_format=source_format)
+    return DecodedImage(image=image, source_mode=source_mode, source_format=source_format,
+                        original_size=original_size)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

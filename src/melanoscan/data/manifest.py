@@ -148,7 +148,8 @@ def _scan_all(paths: list[str], workers: int) -> Iterator[_ScanResult]:
         yield from pool.map(_scan_one, items, chunksize=32)
 
 
-def default_workers() -> int:
+def default_scan_workers() -> int:
+    """Processes that decode images while scanning (one per core, at most 8)."""
     return max(1, min(8, len(os.sched_getaffinity(0))))
 
 
@@ -162,7 +163,7 @@ def scan(manifest: Manifest, *, workers: int | None = None, show_progress: bool 
     paths = table["path"].astype(str).tolist()
     results: list[_ScanResult] = []
     with progress_bar("Scanning images", total=len(paths), enabled=show_progress) as advance:
-        for result in _scan_all(paths, workers or default_workers()):
+        for result in _scan_all(paths, workers or default_scan_workers()):
             results.append(result)
             advance(1)
     results.sort(key=lambda r: r.index)

@@ -15,13 +15,12 @@ import numpy as np
 import pandas as pd
 
 from melanoscan import taxonomy
-from melanoscan.bundle import Bundle
 from melanoscan.calibration import expected_calibration_error, softmax
 from melanoscan.data.manifest import Manifest, scan
 from melanoscan.data.sources import read_sources
-from melanoscan.evaluation.inference import predict_outputs
 from melanoscan.evaluation.metrics import classification_metrics
-from melanoscan.gate import FLAGGED, NOT_DERMOSCOPY, POOR_QUALITY, GateVerdict, load_gate
+from melanoscan.gate import FLAGGED, NOT_DERMOSCOPY, POOR_QUALITY, GateVerdict
+from melanoscan.inference.predictor import Predictor
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -30,6 +29,7 @@ __all__ = [
     "evaluate",
     "scoring_space",
     "select_split",
+    "taxonomy_logits",
 ]
 
 SCHEMA_VERSION = 1
@@ -77,8 +77,25 @@ def scoring_space(table: pd.DataFrame) -> tuple[str, list[str], np.ndarray]:
     return "isic2018", codes, labels.to_numpy()
 
 
+def taxonomy_logits(logits: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """``logits`` with columns in ``classes`` order, put in :data:`taxonomy.CLASSES` order.
+
+    Labels are indexed by the taxonomy, so a model whose classes come in another order (or are
+    other classes) must not be scored by column position.
+
+    Raises:
+        EvaluationError: the model's classes are not the taxonomy's.
+    """
+    if sorted(classes) != sorted(taxonomy.CLASSES):
+        raise EvaluationError(
+            f"the model's classes ({', '.join(classes)}) are not melanoscan's "
+            f"({', '.join(taxonomy.CLASSES)}): it cannot be scored on these labels"
+        )
+    return logits[:, [list(classes).index(name) for name in taxonomy.CLASSES]]
+
+
 def evaluate(
-    bundle: Bundle,
+    model: Predictor,
     data: Sequence[Path],
     *,
     split: str | None = None,
@@ -87,10 +104,14 @@ def evaluate(
     bootstrap_samples: int = 1000,
     show_progress: bool = True,
 ) -> Evaluation:
-    """Score ``bundle`` on the labelled images of ``data`` (optionally one split of them)."""
+    """Score ``model`` on the labelled images of ``data`` (optionally one split of them).
+
+    The images go through ``model`` as ``melanoscan predict`` sends them, on its backend (the
+    report's ``model.backend``), gate included.
+    """
     manifest = scan(read_sources(data), show_progress=show_progress)
     table = select_split(manifest, split)
-    trained = bundle.training_images()
+    trained = model.training_images()
     # Same pixels, or the same ISIC id (a resized copy in another archive is the same image).
     overlap = table["content_hash"].isin(set(trained["content_hash"]))
     if "image_id" in trained.columns:
@@ -105,39 +126,42 @@ def evaluate(
         )
     table = table.reset_index(drop=True)
     space, classes, labels = scoring_space(table)
-    gate = load_gate(bundle.path, bundle.metadata)
-    outputs = predict_outputs(bundle, table, tta=tta, gate=gate, show_progress=show_progress)
-    logits, unreadable = outputs.logits, outputs.unreadable
+    outputs = model.score_files(table["path"].astype(str).tolist(), tta=tta,
+                                show_progress=show_progress)
+    logits = {name: taxonomy_logits(values, outputs.classes)
+              for name, values in outputs.logits.items()}
+    unreadable = outputs.unreadable
     skipped = [vars(s) for s in manifest.skipped] + unreadable
     keep = ~table["path"].isin({s["path"] for s in unreadable}).to_numpy()
     verdicts = ([v for v, k in zip(outputs.verdicts, keep, strict=True) if k]
                 if outputs.verdicts else [])
     table, labels = table[keep].reset_index(drop=True), labels[keep]
+    calibration = model.metadata.calibration
     probabilities, uncalibrated, results = {}, {}, {}
     for name, values in logits.items():
         raw = _to_space(softmax(values[keep]), space)
-        calibrated = _to_space(softmax(values[keep], bundle.temperature), space)
+        calibrated = _to_space(softmax(values[keep], model.temperature), space)
         probabilities[name], uncalibrated[name] = calibrated, raw
         results[name] = classification_metrics(
             labels, calibrated, classes,
             positive_class="melanoma" if space == "isic9" else "mel",
-            alert_threshold=bundle.metadata.calibration.get("alert_threshold"),
+            alert_threshold=calibration.get("alert_threshold"),
             samples=bootstrap_samples,
         )
         results[name]["calibration"] = {
             "ece_uncalibrated": expected_calibration_error(raw, labels),
             "ece_calibrated": expected_calibration_error(calibrated, labels)
-            if bundle.metadata.calibration.get("temperature") else None,
-            "temperature": bundle.metadata.calibration.get("temperature"),
+            if calibration.get("temperature") else None,
+            "temperature": calibration.get("temperature"),
         }
     gate_report = _gate_report(
-        gate is not None, verdicts, table, labels, probabilities, classes, space,
-        bundle.metadata.calibration.get("alert_threshold"), bootstrap_samples,
+        model.gate is not None, verdicts, table, labels, probabilities, classes, space,
+        calibration.get("alert_threshold"), bootstrap_samples,
     )
     report = {
         "schema_version": SCHEMA_VERSION,
-        "model": {"name": bundle.metadata.name, "path": str(bundle.path),
-                  "calibration": bundle.metadata.calibration},
+        "model": {"name": model.name, "path": str(model.path), "backend": outputs.backend,
+                  "calibration": calibration},
         "data": {
             "sources": [str(d) for d in data],
             "split": split,

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from melanoscan.bundle import Bundle, load_bundle, write_metadata
+from melanoscan.bundle import read_metadata, read_training_images, write_metadata
 from melanoscan.data.images import is_image_file
 from melanoscan.data.manifest import scan
 from melanoscan.data.sources import read_sources
 from melanoscan.evaluation.evaluate import EvaluationError, select_split
-from melanoscan.evaluation.inference import predict_outputs
 from melanoscan.gate import Gate, QualityLimits, fit_contrast, fit_statistics, save_gate
+from melanoscan.inference.predictor import Predictor
 
 __all__ = [
     "MAX_FIT_IMAGES",
@@ -76,20 +76,21 @@ def fit_gate(
     Raises:
         ValueError: too few readable images.
     """
-    bundle = load_bundle(bundle_dir)
+    # The backend users run (ONNX when exported), without the gate being replaced.
+    model = Predictor(bundle_dir, use_gate=False)
     fit = _sample(fit_images, max_fit, seed)
     held_out = _sample(threshold_images, max_threshold, seed)
-    fit_features = _features(bundle, fit, show_progress)
-    held_features = _features(bundle, held_out, show_progress)
-    quality = QualityLimits(min_side=max(32, bundle.preprocessing.image_size // 2))
+    fit_features = _features(model, fit, show_progress)
+    held_features = _features(model, held_out, show_progress)
+    quality = QualityLimits(min_side=max(32, model.preprocessing.image_size // 2))
     gate = fit_statistics(fit_features, held_features, quality=quality,
                           info={"fitted_on": fitted_on})
     if negatives is not None:
-        negative_features = _features(bundle, negatives, show_progress)
+        negative_features = _features(model, negatives, show_progress)
         fit_contrast(gate, fit_features, negative_features, held_features,
                      info={"contrast_fitted_on": negatives_from})
-    save_gate(bundle.path, gate, bundle.metadata)
-    write_metadata(bundle.path, bundle.metadata)
+    save_gate(model.path, gate, model.metadata)
+    write_metadata(model.path, model.metadata)
     return gate
 
 
@@ -121,7 +122,7 @@ def fit_training_gate(
 
 
 def refit_gate(
-    bundle: Bundle,
+    bundle_dir: Path,
     data: Sequence[Path],
     *,
     split: str | None = None,
@@ -140,9 +141,10 @@ def refit_gate(
         EvaluationError: too few of either among ``data``, or fewer than
             :data:`MIN_NEGATIVES` negatives.
     """
+    read_metadata(Path(bundle_dir))  # a missing or broken bundle fails here, by name
     negative_table = read_negatives(negatives) if negatives is not None else None
     table = select_split(scan(read_sources(data), show_progress=show_progress), split)
-    trained = bundle.training_images()
+    trained = read_training_images(Path(bundle_dir))
     in_train = table["content_hash"].isin(set(trained.loc[trained["split"] == "train",
                                                           "content_hash"]))
     in_val = table["content_hash"].isin(set(trained.loc[trained["split"] == "val",
@@ -156,7 +158,7 @@ def refit_gate(
             f"{MIN_FIT_IMAGES} and {MIN_THRESHOLD_IMAGES}); pass the data it was trained on")
     where = ", ".join(str(d) for d in data) + (f" (split {split})" if split else "")
     try:
-        return fit_gate(bundle.path, fit, held_out, show_progress=show_progress,
+        return fit_gate(Path(bundle_dir), fit, held_out, show_progress=show_progress,
                         fitted_on=f"{where}: the model's training images (fit) and the others "
                                   "(threshold)",
                         negatives=negative_table, negatives_from=str(negatives or ""))
@@ -201,9 +203,9 @@ def _sample(table: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
     return shuffled.iloc[np.argsort(turn.to_numpy(), kind="stable")[:limit]]
 
 
-def _features(bundle: Bundle, table: pd.DataFrame, show_progress: bool) -> np.ndarray:
-    outputs = predict_outputs(bundle, table.reset_index(drop=True), features=True,
-                              show_progress=show_progress)
+def _features(model: Predictor, table: pd.DataFrame, show_progress: bool) -> np.ndarray:
+    outputs = model.score_files(table["path"].astype(str).tolist(), features=True,
+                                show_progress=show_progress)
     features = outputs.features
     if features is None:
         raise ValueError("no readable image to fit the gate on")

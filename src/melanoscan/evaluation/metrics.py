@@ -21,6 +21,7 @@ __all__ = [
     "balanced_accuracy",
     "bootstrap",
     "classification_metrics",
+    "confusion_balanced_accuracy",
     "melanoma_metrics",
     "specificity_at_sensitivity",
 ]
@@ -40,7 +41,7 @@ class Estimate:
     low: float
     high: float
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, float | list[float]]:
         return {"value": self.value, "ci95": [self.low, self.high]}
 
     def __str__(self) -> str:
@@ -49,10 +50,24 @@ class Estimate:
 
 def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
     """Mean recall over the classes present in ``labels`` (the ISIC challenge metric)."""
-    classes = np.unique(labels)
-    if classes.size == 0:
+    labels, predicted = np.asarray(labels), np.asarray(predicted)
+    if labels.size == 0:
         return float("nan")
-    return float(np.mean([(predicted[labels == c] == c).mean() for c in classes]))
+    size = int(max(labels.max(), predicted.max(initial=0))) + 1
+    confusion = np.zeros((size, size), dtype=np.int64)
+    np.add.at(confusion, (labels, predicted), 1)
+    return confusion_balanced_accuracy(confusion)
+
+
+def confusion_balanced_accuracy(confusion: np.ndarray) -> float:
+    """Mean recall over the classes present (rows with a count) of a confusion matrix whose
+    rows are true classes: the one definition training's validation and evaluation share."""
+    confusion = np.asarray(confusion)
+    support = confusion.sum(axis=1)
+    present = support > 0
+    if not present.any():
+        return float("nan")
+    return float(np.mean(np.diagonal(confusion)[present] / support[present]))
 
 
 def bootstrap(

@@ -12,12 +12,27 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from melanoscan.calibration import expected_calibration_error
 from melanoscan.taxonomy import DISPLAY_NAMES, MELANOMA
 
-__all__ = ["plot_confusion_matrix", "plot_reliability", "plot_roc_curves"]
+__all__ = [
+    "confusion_matrix_figure",
+    "plot_confusion_matrix",
+    "plot_reliability",
+    "plot_roc_curves",
+    "reliability_figure",
+    "roc_figure",
+]
 
 
 def plot_confusion_matrix(
     confusion: np.ndarray, classes: Sequence[str], path: Path, title: str = "Confusion matrix"
 ) -> Path:
+    """Write :func:`confusion_matrix_figure` to the PNG ``path``; return ``path``."""
+    confusion_matrix_figure(confusion, classes, title).savefig(path, dpi=100)
+    return path
+
+
+def confusion_matrix_figure(
+    confusion: np.ndarray, classes: Sequence[str], title: str = "Confusion matrix"
+) -> Figure:
     """Counts (left) and row-normalised recall (right); rows are true, columns predicted."""
     names = [DISPLAY_NAMES.get(c, c) for c in classes]
     support = confusion.sum(axis=1, keepdims=True)
@@ -34,8 +49,7 @@ def plot_confusion_matrix(
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
         ax.set_yticks(range(len(names)), names)
         ax.set(title=f"{title} ({subtitle})", xlabel="predicted", ylabel="true")
-    fig.savefig(path, dpi=100)
-    return path
+    return fig
 
 
 def _positive_index(classes: Sequence[str], positive: str) -> int:
@@ -55,19 +69,35 @@ def plot_roc_curves(
     positive: str = MELANOMA,
     operating_points: Sequence[tuple[str, float, float]] = (),
 ) -> Path:
+    """Write :func:`roc_figure` to the PNG ``path``; return ``path``.
+
+    Raises:
+        ValueError: ``positive`` is not among ``classes``.
+    """
+    roc_figure(labels, probabilities, classes, positive, operating_points).savefig(path, dpi=100)
+    return path
+
+
+def roc_figure(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    classes: Sequence[str],
+    positive: str = MELANOMA,
+    operating_points: Sequence[tuple[str, float, float]] = (),
+) -> Figure:
     """One-vs-rest ROC of every class (left) and of ``positive`` against the rest (right).
 
     Args:
         labels: true class indices into ``classes``, shape (N,).
         probabilities: class probabilities, shape (N, len(classes)).
         classes: class names, in column order.
-        path: the PNG to write.
         positive: the class of the right panel ("mel" and "melanoma" are interchangeable).
         operating_points: ``(label, false positive rate, true positive rate)`` markers drawn
             on the right panel, e.g. the alert threshold.
 
     Returns:
-        ``path``.
+        The figure: class curves on the left axes, ``positive``'s curve and the operating
+        points on the right, the chance diagonal last on both.
 
     Raises:
         ValueError: ``positive`` is not among ``classes``.
@@ -119,24 +149,31 @@ def plot_roc_curves(
             ylabel="true positive rate (sensitivity)",
         )
         ax.set_aspect("equal")
-    fig.savefig(path, dpi=100)
-    return path
+    return fig
 
 
 def plot_reliability(
     labels: np.ndarray, curves: Mapping[str, np.ndarray], path: Path, bins: int = 15
 ) -> Path:
+    """Write :func:`reliability_figure` to the PNG ``path``; return ``path``."""
+    reliability_figure(labels, curves, bins).savefig(path, dpi=100)
+    return path
+
+
+def reliability_figure(
+    labels: np.ndarray, curves: Mapping[str, np.ndarray], bins: int = 15
+) -> Figure:
     """Reliability diagram of the top-class confidence, with a histogram of confidences below.
 
     Args:
         labels: true class indices, shape (N,).
         curves: named probability matrices of shape (N, classes), e.g. before and after
             temperature scaling.
-        path: the PNG to write.
         bins: number of equal-width confidence bins (as in the ECE).
 
     Returns:
-        ``path``.
+        The figure: the diagonal, then one line per curve (mean confidence against accuracy
+        of each non-empty bin) on the top axes; one confidence histogram per curve below.
     """
     labels = np.asarray(labels)
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -158,5 +195,4 @@ def plot_reliability(
     top.set(xlim=(0, 1), ylim=(0, 1.01), ylabel="accuracy", title="Reliability (top-class)")
     top.legend(loc="upper left")
     bottom.set(xlabel="confidence", ylabel="images")
-    fig.savefig(path, dpi=100)
-    return path
+    return fig

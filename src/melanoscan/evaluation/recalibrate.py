@@ -9,18 +9,18 @@ from typing import Any
 import numpy as np
 
 from melanoscan import taxonomy
-from melanoscan.bundle import Bundle, write_metadata
+from melanoscan.bundle import write_metadata
 from melanoscan.calibration import calibrate
 from melanoscan.data.manifest import scan
 from melanoscan.data.sources import read_sources
-from melanoscan.evaluation.evaluate import EvaluationError, select_split
-from melanoscan.evaluation.inference import predict_logits
+from melanoscan.evaluation.evaluate import EvaluationError, select_split, taxonomy_logits
+from melanoscan.inference.predictor import Predictor
 
 __all__ = ["calibrate_bundle"]
 
 
 def calibrate_bundle(
-    bundle: Bundle,
+    model: Predictor,
     data: Sequence[Path],
     *,
     split: str | None = None,
@@ -29,6 +29,8 @@ def calibrate_bundle(
 ) -> dict[str, Any]:
     """Fit the temperature and the melanoma alert threshold on ``data`` and save them.
 
+    The logits come from ``model``'s backend, the one users run.
+
     Images the bundle was trained on (its ``train`` split, by content) are refused: calibrating
     on them would make the model look surer than it is. Its validation images are fine.
 
@@ -36,7 +38,7 @@ def calibrate_bundle(
         EvaluationError: no usable image, training images among them, or no melanoma.
     """
     table = select_split(scan(read_sources(data), show_progress=show_progress), split)
-    trained = bundle.training_images()
+    trained = model.training_images()
     trained_hashes = set(trained.loc[trained["split"] == "train", "content_hash"])
     overlap = table["content_hash"].isin(trained_hashes)
     if overlap.any():
@@ -44,15 +46,15 @@ def calibrate_bundle(
             f"{int(overlap.sum())} of these images were used to train the model; calibrate on "
             "held-out images (e.g. its validation split, or a split of new data)"
         )
-    logits, unreadable = predict_logits(bundle, table.reset_index(drop=True),
-                                        show_progress=show_progress)
-    readable = ~np.isnan(logits["plain"]).any(axis=1)
+    outputs = model.score_files(table["path"].astype(str).tolist(), show_progress=show_progress)
+    plain = taxonomy_logits(outputs.logits["plain"], outputs.classes)
+    readable = ~np.isnan(plain).any(axis=1)
     labels = table["label"].map(list(taxonomy.CLASSES).index).to_numpy()[readable]
     if not (labels == taxonomy.CLASSES.index(taxonomy.MELANOMA)).any():
         raise EvaluationError("no melanoma among the images: cannot choose an alert threshold")
     where = ", ".join(str(d) for d in data) + (f" (split {split})" if split else "")
-    calibration = calibrate(logits["plain"][readable], labels, target_sensitivity, where)
-    calibration["unreadable"] = len(unreadable)
-    bundle.metadata.calibration = calibration
-    write_metadata(bundle.path, bundle.metadata)
+    calibration = calibrate(plain[readable], labels, target_sensitivity, where)
+    calibration["unreadable"] = len(outputs.unreadable)
+    model.metadata.calibration = calibration
+    write_metadata(model.path, model.metadata)
     return calibration

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from melanoscan.files import printable, write_text
+from melanoscan.report_page import html_page
 from melanoscan.taxonomy import DISPLAY_NAMES
 
 __all__ = ["format_estimate", "format_value", "write_html_report"]
@@ -16,13 +17,8 @@ __all__ = ["format_estimate", "format_value", "write_html_report"]
 LISTED_SKIPPED = 50
 MISSING = "—"
 
-_CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
-font-size:13px;text-align:left}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.notice{color:#555;font-style:italic}
-.warning{background:#fdecea;border:2px solid #c62828;color:#8e0000;padding:.8em 1em;
-margin:1em 0;font-weight:bold}.warning ul{font-weight:normal;font-size:13px}
-figure{margin:1em 0}figcaption{font-size:12px;color:#555}img{max-width:100%}"""
+_CSS = """.warning{background:#fdecea;border:2px solid #c62828;color:#8e0000;padding:.8em 1em;
+margin:1em 0;font-weight:bold}.warning ul{font-weight:normal;font-size:13px}"""
 
 
 def format_value(value: float | int | None, digits: int = 3) -> str:
@@ -225,9 +221,7 @@ def write_html_report(report: dict[str, Any], out_dir: Path, images: Sequence[Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     data = report["data"]
     results = report["results"]
-    page = (
-        '<!doctype html><html><head><meta charset="utf-8">'
-        f"<title>melanoscan evaluation</title><style>{_CSS}</style></head><body>"
+    page = html_page("melanoscan evaluation", (
         "<h1>melanoscan evaluation</h1>"
         '<p class="notice">Research tool, not a medical device.</p>'
         + _overlap_warning(data.get("training_overlap") or {})
@@ -237,8 +231,7 @@ def write_html_report(report: dict[str, Any], out_dir: Path, images: Sequence[Pa
         + (_per_class(results["plain"]) if "plain" in results else "")
         + _figures(images, out_dir)
         + _skipped(data.get("skipped", []))
-        + "</body></html>\n"
-    )
+    ), _CSS)
     path = out_dir / "report.html"
     write_text(path, printable(page))
     return path

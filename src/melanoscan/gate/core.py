@@ -309,8 +309,8 @@ def save_gate(directory: Path, gate: Gate, metadata: BundleMetadata) -> dict[str
     """
     directory = Path(directory)
     buffer = io.BytesIO()
-    arrays = {"mean": gate.mean, "scale": gate.scale, "axes": gate.axes,
-              "variances": gate.variances}
+    arrays: dict[str, Any] = {"mean": gate.mean, "scale": gate.scale, "axes": gate.axes,
+                              "variances": gate.variances}
     if gate.contrast is not None:
         arrays["contrast"] = gate.contrast
     np.savez(buffer, **arrays)

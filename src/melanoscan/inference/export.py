@@ -53,8 +53,9 @@ def export_onnx(bundle_dir: Path, output_dir: Path | None = None) -> Path:
     example = torch.zeros(2, 3, size, size)
     onnx_path = target / ONNX_FILE
     with warnings.catch_warnings():
-        # TF-style "same" padding is computed from the (fixed) image size while tracing.
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # Opset 11+ writes a fixed padding's pads with a reversing Slice that the exporter
+        # cannot constant-fold; fold_static_padding folds them below.
+        warnings.filterwarnings("ignore", "Constant folding - Only steps=1", UserWarning)
         # The TorchScript exporter is deprecated in favour of torch.export, which needs the
         # onnxscript package; this one exports our models exactly (parity checked below).
         warnings.filterwarnings("ignore", category=DeprecationWarning)
@@ -64,8 +65,8 @@ def export_onnx(bundle_dir: Path, output_dir: Path | None = None) -> Path:
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"},
                           "features": {0: "batch"}},
         )
-    # SAME padding computed at run time keeps onnxruntime from fusing it into the convolutions;
-    # folded to constants, fp32 inference runs about twice as fast. Checked below like the rest.
+    # The asymmetric SAME pads of the stride-2 convolutions are exported as Pad nodes; folded
+    # into their Conv, onnxruntime and its quantiser see plain convolutions. Checked below.
     fold_static_padding(onnx_path, onnx_path)
     inputs = np.random.default_rng(0).normal(size=(3, 3, size, size)).astype(np.float32)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])

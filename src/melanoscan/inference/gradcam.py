@@ -2,6 +2,8 @@
 
 The heatmap weights each channel of the model's last conv feature map by the spatial mean of
 the target logit's gradient, keeps the positive evidence (ReLU), and is upsampled to the input.
+That feature map is the output of the submodule its model spec names
+(:attr:`melanoscan.models.ModelSpec.feature_layer`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import Tensor, nn
 
 from melanoscan.bundle import Bundle
 from melanoscan.calibration import softmax
+from melanoscan.models.factory import feature_layer_of, get_model_spec
 
 __all__ = ["Explanation", "explain", "grad_cam", "overlay"]
 
@@ -66,16 +69,17 @@ def grad_cam(
         model: the network; it runs in eval mode for the duration of the call.
         inputs: one preprocessed image, ``(1, 3, H, W)``.
         target: index of the class logit to explain.
-        layer: name of the conv submodule to explain (default ``model.feature_layer``).
+        layer: name of the conv submodule to explain (default: the ``feature_layer`` of the
+            model's registered spec).
 
     Returns:
         ``float32`` map ``(H, W)`` in ``[0, 1]`` (all zeros when there is no positive evidence).
 
     Raises:
         ValueError: ``inputs`` is not one image, ``target`` is not a valid class index, or
-            no ``layer`` is given and the model has no ``feature_layer``.
+            no ``layer`` is given and the model's class is not registered.
     """
-    cam, _ = _cam_and_logits(model, inputs, target, layer)
+    cam, _ = _cam_and_logits(model, inputs, target, layer or feature_layer_of(model))
     return cam
 
 
@@ -125,7 +129,8 @@ def explain(bundle: Bundle, image: Image.Image, target: str | None = None) -> Ex
     pixels = bundle.preprocessing.resize(image)
     inputs = torch.from_numpy(bundle.preprocessing.normalise(pixels)).unsqueeze(0)
     index = None if target is None else classes.index(target)
-    heatmap, logits = _cam_and_logits(bundle.model, inputs, index)
+    layer = get_model_spec(bundle.metadata.architecture["name"]).feature_layer
+    heatmap, logits = _cam_and_logits(bundle.model, inputs, index, layer)
     if index is None:
         index = int(logits.argmax())
     probabilities = softmax(logits[None], bundle.temperature)[0]
@@ -138,15 +143,12 @@ def explain(bundle: Bundle, image: Image.Image, target: str | None = None) -> Ex
 
 
 def _cam_and_logits(
-    model: nn.Module, inputs: Tensor, target: int | None, layer: str | None = None
+    model: nn.Module, inputs: Tensor, target: int | None, layer: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Grad-CAM map ``(H, W)`` and the logits ``(classes,)``; ``target=None`` takes the argmax."""
     if inputs.ndim != 4 or inputs.shape[0] != 1:
         raise ValueError(f"inputs must be one image (1, C, H, W), got shape {tuple(inputs.shape)}")
-    name = layer or getattr(model, "feature_layer", None)
-    if not isinstance(name, str):
-        raise ValueError(f"{type(model).__name__} has no feature_layer; pass layer=")
-    module = model.get_submodule(name)
+    module = model.get_submodule(layer)
     captured: list[Tensor] = []
 
     def keep_output(_module: nn.Module, _args: object, output: Tensor) -> None:
@@ -166,7 +168,7 @@ def _cam_and_logits(
             if not 0 <= target < logits.shape[0]:
                 raise ValueError(f"target must be in [0, {logits.shape[0]}), got {target}")
             if not captured:
-                raise RuntimeError(f"layer {name!r} did not run")
+                raise RuntimeError(f"layer {layer!r} did not run")
             features = captured[-1]
             # autograd.grad, not backward(): parameters' .grad must stay untouched.
             (gradients,) = torch.autograd.grad(logits[target], features, allow_unused=True)

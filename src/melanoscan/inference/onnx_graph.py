@@ -1,13 +1,14 @@
 """Graph clean-up of an exported ONNX model whose image size is fixed: static padding.
 
-EfficientNet-Lite's TensorFlow "SAME" padding is computed from the input's shape, so the
-TorchScript exporter writes each ``Pad`` with a small shape-arithmetic subgraph (``Shape``,
-``Gather``, ``Sub``, ``Div``, ``Concat``...) that runs on every call, and neither onnxruntime's
-``PadFusion`` nor its quantiser can see through it: the ``Pad`` stays a separate float op
-(between a DequantizeLinear and a QuantizeLinear in a quantised model). The exported model's
-spatial size is fixed (only the batch is dynamic), so those pads are constants:
-:func:`fold_static_padding` evaluates them, folds zero ``Pad`` into the following ``Conv``
-(``Conv`` supports asymmetric pads) and drops the dead arithmetic. Outputs are unchanged.
+TensorFlow "SAME" padding that a convolution cannot take itself (EfficientNet-Lite's asymmetric
+stride-2 padding) is exported as a separate ``Pad``, which onnxruntime's quantiser leaves as a
+float op (between a DequantizeLinear and a QuantizeLinear in a quantised model). Padding
+computed from the input's shape (older EfficientNet-Lite exports) comes with a small
+shape-arithmetic subgraph (``Shape``, ``Gather``, ``Sub``, ``Div``, ``Concat``...) that runs on
+every call and that neither ``PadFusion`` nor the quantiser sees through. The exported model's
+spatial size is fixed (only the batch is dynamic), so all those pads are constants:
+:func:`fold_static_padding` evaluates computed ones, folds zero ``Pad`` into the following
+``Conv`` (``Conv`` supports asymmetric pads) and drops the dead arithmetic. Outputs are unchanged.
 """
 
 from __future__ import annotations
@@ -51,8 +52,23 @@ def _constant_names(graph: Any) -> set[str]:
     return names | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
 
 
+def _constant_values(graph: Any) -> dict[str, np.ndarray]:
+    """Initializers and the tensors of ``Constant`` nodes, by name."""
+    from onnx import numpy_helper
+
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:
+        attributes = {a.name: a for a in node.attribute}
+        if node.op_type == "Constant" and "value" in attributes:
+            values[node.output[0]] = numpy_helper.to_array(attributes["value"].t)
+    return values
+
+
 def _freeze_pads(model: Any) -> None:
-    """Replace computed ``pads`` inputs of ``Pad`` nodes by initializers, where constant."""
+    """Feed ``Pad`` nodes new initializers in place of computed ``pads``, where constant.
+
+    The computing nodes are left for :func:`_prune` (they may have other consumers).
+    """
     import onnx
     import onnxruntime as ort
     from onnx import numpy_helper
@@ -77,17 +93,26 @@ def _freeze_pads(model: Any) -> None:
     for batch in (1, 2):
         inputs = np.zeros([batch, *shape[1:]], dtype=np.float32)
         values.append(session.run(targets, {feed.name: inputs}))
+    taken = {t.name for t in graph.initializer} | {o for n in graph.node for o in n.output}
     for name, first, second in zip(targets, *values, strict=True):
-        if np.array_equal(first, second):
-            graph.initializer.append(numpy_helper.from_array(np.asarray(first, np.int64), name))
+        if not np.array_equal(first, second):
+            continue
+        frozen = f"{name}_frozen"
+        while frozen in taken:
+            frozen += "_"
+        taken.add(frozen)
+        graph.initializer.append(numpy_helper.from_array(np.asarray(first, np.int64), frozen))
+        for node in graph.node:
+            if node.op_type == "Pad" and len(node.input) > 1 and node.input[1] == name:
+                node.input[1] = frozen
 
 
 def _fold_pads_into_convs(model: Any) -> None:
     """Remove zero-valued constant ``Pad`` nodes whose only consumer is a ``Conv``."""
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     graph = model.graph
-    initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    constants = _constant_values(graph)
     outputs = {o.name for o in graph.output}
     consumers: dict[str, list[Any]] = {}
     for node in graph.node:
@@ -100,9 +125,9 @@ def _fold_pads_into_convs(model: Any) -> None:
         users = consumers.get(pad.output[0], [])
         attributes = {a.name: helper.get_attribute_value(a) for a in pad.attribute}
         mode = attributes.get("mode", b"constant")
-        pads = initializers.get(pad.input[1]) if len(pad.input) > 1 else None
+        pads = constants.get(pad.input[1]) if len(pad.input) > 1 else None
         value = pad.input[2] if len(pad.input) > 2 else ""
-        zero_value = not value or (value in initializers and not np.any(initializers[value]))
+        zero_value = not value or (value in constants and not np.any(constants[value]))
         if (len(users) != 1 or users[0].op_type != "Conv" or mode not in (b"constant", "constant")
                 or pads is None or not zero_value or len(pad.input) > 3):
             continue

@@ -3,19 +3,26 @@
 Both backends get the same input: :class:`melanoscan.preprocess.Preprocessing` of the bundle.
 Every image also goes through the bundle's dermoscopy gate (:mod:`melanoscan.gate`): one that
 is not a dermoscopy image, or too poor to read, gets no melanoma alert.
+
+:class:`Predictor` is the only way melanoscan runs a model on images: ``predict``, ``serve``,
+``explain``, ``evaluate``, ``calibrate`` and the gate fitting all go through it, so the scores
+they report are those of the backend users run (the loop itself is in
+:mod:`melanoscan.inference.engine`).
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from melanoscan import taxonomy
@@ -26,14 +33,24 @@ from melanoscan.bundle import (
     onnx_path,
     onnx_state,
     read_metadata,
+    read_training_images,
     resolve_bundle_path,
     warn_if_versions_differ,
+    weights_sha256,
 )
 from melanoscan.calibration import softmax
 from melanoscan.data.folders import file_problem, list_files
-from melanoscan.data.images import ImageDecodeError, ImageSource, decode, is_image_file
+from melanoscan.data.images import ImageSource, decode, is_image_file
 from melanoscan.gate import FLAGGED, UNCHECKED, VERDICT_LABELS, Gate, GateVerdict, load_gate
+from melanoscan.inference.engine import (
+    MicroBatcher,
+    ModelOutputs,
+    Runner,
+    decoded_batches,
+    forward,
+)
 from melanoscan.preprocess import Preprocessing
+from melanoscan.progress import progress_bar
 
 __all__ = [
     "BACKENDS",
@@ -46,8 +63,6 @@ __all__ = [
 
 BACKENDS = ("auto", "onnx", "torch")
 DEFAULT_ALERT_THRESHOLD = 0.5
-Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
-"""Preprocessed inputs ``(N, 3, S, S)`` → logits and the gate's features (``None``: none)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +142,10 @@ class Predictor:
         backend: ``onnx`` (onnxruntime, no torch), ``torch``, or ``auto`` (ONNX when the
             bundle has an export made from its current weights and onnxruntime is installed;
             torch, with a warning, when the export is stale).
+        use_gate: assess images with the bundle's gate; ``False`` loads none (and does not warn
+            about a missing one): for fitting a gate.
+        micro_batching: merge forward passes that threads request at the same time into one
+            (:class:`~melanoscan.inference.engine.MicroBatcher`); the service turns it on.
 
     Raises:
         BundleError: ``backend="onnx"`` but the bundle has no ONNX export, or it was made from
@@ -134,7 +153,10 @@ class Predictor:
             ``melanoscan export`` again.
     """
 
-    def __init__(self, bundle: Path | str | None = None, backend: str = "auto") -> None:
+    def __init__(
+        self, bundle: Path | str | None = None, backend: str = "auto", use_gate: bool = True,
+        micro_batching: bool = False,
+    ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.path = resolve_bundle_path(bundle)
@@ -151,8 +173,8 @@ class Predictor:
             )
         self.alert_threshold = float(DEFAULT_ALERT_THRESHOLD if threshold is None else threshold)
         self._melanoma = self.classes.index(taxonomy.MELANOMA)
-        self.gate: Gate | None = load_gate(self.path, self.metadata)
-        if self.gate is None:
+        self.gate: Gate | None = load_gate(self.path, self.metadata) if use_gate else None
+        if self.gate is None and use_gate:
             warnings.warn(
                 f"{self.path} has no dermoscopy gate: every image is scored as is (gate "
                 f"'unchecked'); fit one with: melanoscan calibrate --model {self.path} "
@@ -163,6 +185,8 @@ class Predictor:
         warn_if_versions_differ(self.path, self.metadata,
                                 ("Pillow", "numpy", "onnxruntime" if run else "torch"))
         self._run: Runner = run if run is not None else _torch_runner(self.path)
+        if micro_batching:
+            self._run = MicroBatcher(self._run)
 
     def _choose_backend(self, requested: str) -> tuple[str, Runner | None]:
         """The backend to use, and its runner when it is onnx (see the class docstring)."""
@@ -201,16 +225,29 @@ class Predictor:
     def name(self) -> str:
         return self.metadata.name
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
+        """Which weights answer: the first 12 hex digits of their SHA-256 (the bundle's creation
+        time for a bundle without ``weights.pt``). Two bundles with the same weights agree."""
+        digest = weights_sha256(self.path)
+        return digest[:12] if digest else self.metadata.created
+
+    @property
+    def created(self) -> str:
+        """When the bundle was made (UTC, ISO 8601)."""
         return self.metadata.created
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         """Raw logits for preprocessed inputs ``(N, 3, S, S)``."""
         return self._run(np.ascontiguousarray(inputs, dtype=np.float32))[0]
 
+    def training_images(self) -> pd.DataFrame:
+        """Content hash, label and split of every image the model was trained or validated on."""
+        return read_training_images(self.path)
+
     def predict(
-        self, images: Iterable[ImageSource], batch_size: int = 32, gate: bool = True
+        self, images: Iterable[ImageSource], batch_size: int = 32, gate: bool = True,
+        tta: bool = False,
     ) -> list[Prediction]:
         """Predict paths, encoded bytes, PIL images or ``uint8`` arrays.
 
@@ -222,40 +259,89 @@ class Predictor:
             batch_size: images per forward pass.
             gate: withhold the alert from images the gate flags; ``False`` scores them anyway
                 (their verdict is still given, with ``gate_overridden=True``).
+            tta: average the logits over the 8 flips and 90-degree rotations (8 times the
+                cost; the gate reads the image as it is).
 
         Raises:
             ImageDecodeError: an input cannot be read (use :meth:`predict_files` to skip them).
             ValueError: an array of a shape or type no image has.
         """
         results = []
+        recipe = self.preprocessing
         for chunk in _chunks(list(images), batch_size):
-            decoded = [decode(item).image for item in chunk]
+            decoded = [decode(item, min_side=recipe.decode_min_side) for item in chunk]
             names = [str(item) if isinstance(item, str | Path) else None for item in chunk]
-            results.extend(self._predict_batch(names, decoded, gate))
+            pixels = np.stack([recipe.resize(d.image) for d in decoded])
+            results.extend(self._predict_batch(
+                names, pixels, [d.original_size for d in decoded], gate, tta))
         return results
 
     def predict_files(
         self, paths: Sequence[Path], batch_size: int = 32, progress: Any = None,
-        gate: bool = True,
+        gate: bool = True, tta: bool = False,
     ) -> tuple[list[Prediction], list[SkippedInput]]:
         """Predict image files; unreadable ones are returned as skipped, the rest complete.
 
-        ``gate`` as in :meth:`predict`.
+        ``gate`` and ``tta`` as in :meth:`predict`.
         """
         predictions: list[Prediction] = []
         skipped: list[SkippedInput] = []
-        for chunk in _chunks(list(paths), batch_size):
-            names, images = [], []
-            for path in chunk:
-                try:
-                    images.append(decode(path).image)
-                    names.append(str(path))
-                except ImageDecodeError as exc:
-                    skipped.append(SkippedInput(str(path), exc.reason))
-            predictions.extend(self._predict_batch(names, images, gate))
+        for batch in decoded_batches(paths, batch_size, self.preprocessing):
+            skipped += [SkippedInput(str(paths[row]), reason) for row, reason in batch.unreadable]
+            names: list[str | None] = [str(paths[row]) for row in batch.rows]
+            predictions.extend(self._predict_batch(names, batch.pixels, batch.sizes, gate, tta))
             if progress is not None:
-                progress(len(chunk))
+                progress(len(batch.rows) + len(batch.unreadable))
         return predictions, skipped
+
+    def score_files(
+        self,
+        paths: Sequence[Path | str],
+        *,
+        tta: bool = False,
+        features: bool = False,
+        batch_size: int = 32,
+        show_progress: bool = False,
+    ) -> ModelOutputs:
+        """Raw logits of every file, for scoring and fitting (``evaluate``, ``calibrate``).
+
+        Unreadable files get NaN rows and are listed, never stop the pass. With a gate, every
+        image also gets its verdict.
+
+        Args:
+            paths: the image files.
+            tta: also the mean logits over the 8 dihedral views (``logits["tta"]``).
+            features: keep the gate features of every image.
+            batch_size: images per forward pass.
+            show_progress: a progress bar.
+        """
+        n, k = len(paths), len(self.classes)
+        logits = {"plain": np.full((n, k), np.nan, dtype=np.float32)}
+        if tta:
+            logits["tta"] = np.full((n, k), np.nan, dtype=np.float32)
+        kept: np.ndarray | None = None
+        verdicts: list[GateVerdict | None] = [None] * n if self.gate is not None else []
+        unreadable: list[dict[str, str]] = []
+        with progress_bar("Predicting", n, enabled=show_progress) as advance:
+            for batch in decoded_batches(paths, batch_size, self.preprocessing):
+                unreadable += [{"path": str(paths[row]), "reason": reason}
+                               for row, reason in batch.unreadable]
+                if batch.rows:
+                    rows, pixels = batch.rows, batch.pixels
+                    out = forward(self._run, self.preprocessing, pixels, tta)
+                    logits["plain"][rows] = out.logits
+                    if out.tta_logits is not None:
+                        logits["tta"][rows] = out.tta_logits
+                    if features and out.features is not None:
+                        if kept is None:
+                            kept = np.full((n, out.features.shape[1]), np.nan, dtype=np.float32)
+                        kept[rows] = out.features
+                    if self.gate is not None:
+                        found = self.gate.assess(pixels, batch.sizes, out.features)
+                        for row, verdict in zip(rows, found, strict=True):
+                            verdicts[row] = verdict
+                advance(len(batch.rows) + len(batch.unreadable))
+        return ModelOutputs(list(self.classes), logits, unreadable, self.backend, kept, verdicts)
 
     def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Calibrated class probabilities ``(N, classes)`` for decoded RGB images."""
@@ -263,17 +349,20 @@ class Predictor:
         return softmax(self.logits(inputs), self.temperature)
 
     def _predict_batch(
-        self, names: list[str | None], images: list[Image.Image], gate: bool
+        self, names: Sequence[str | None], pixels: np.ndarray, sizes: list[tuple[int, int]],
+        gate: bool, tta: bool,
     ) -> list[Prediction]:
-        if not images:
+        """Predictions for resized ``uint8`` images ``(N, S, S, 3)`` whose files were ``sizes``."""
+        if not len(pixels):
             return []
-        pixels = np.stack([self.preprocessing.resize(image) for image in images])
-        logits, features = self._run(self.preprocessing.normalise(pixels))
-        probabilities = softmax(logits, self.temperature)
+        out = forward(self._run, self.preprocessing, pixels, tta)
+        scored = out.tta_logits if out.tta_logits is not None else out.logits
+        probabilities = softmax(scored, self.temperature)
         if self.gate is None:
-            verdicts = [GateVerdict(UNCHECKED, None, "")] * len(images)
+            verdicts = [GateVerdict(UNCHECKED, None, "")] * len(pixels)
         else:
-            verdicts = self.gate.assess(pixels, [image.size for image in images], features)
+            assert out.features is not None  # _choose_backend: a gate implies a features output
+            verdicts = self.gate.assess(pixels, sizes, out.features)
         results = []
         for name, row, verdict in zip(names, probabilities, verdicts, strict=True):
             best = int(row.argmax())

@@ -18,21 +18,20 @@ from melanoscan.files import printable, write_text
 from melanoscan.inference.gradcam import explain
 from melanoscan.inference.predictor import Prediction, Predictor, SkippedInput
 from melanoscan.inference.render import count_flagged, triage_order
+from melanoscan.report_page import html_page
 from melanoscan.taxonomy import DISPLAY_NAMES
 
 __all__ = ["write_triage_report"]
 
 THUMBNAIL = 192
 STYLE = """
-body{font-family:system-ui,sans-serif;margin:2rem;color:#222;max-width:1100px}
-.notice{background:#fff4e5;border:1px solid #f0a030;padding:.6rem 1rem;border-radius:6px}
 .card{display:flex;gap:1rem;border:1px solid #ddd;border-radius:8px;padding:1rem;margin:1rem 0}
 .card.alert{border:2px solid #c62828;background:#fff5f5}
 .card.flagged{border:2px dashed #b26a00;background:#fffaf0}
 .verdict{background:#b26a00;color:#fff;padding:.15rem .5rem;border-radius:4px;font-weight:bold}
 .card img{width:192px;height:192px;object-fit:cover;border-radius:4px}
 .badge{background:#c62828;color:#fff;padding:.15rem .5rem;border-radius:4px;font-weight:bold}
-table{border-collapse:collapse;font-size:.9rem}td{padding:.1rem .6rem}
+.card table{font-size:.9rem;margin:0}.card td{border:none;padding:.1rem .6rem}
 .bar{background:#4a78c2;height:.7rem;display:inline-block}
 """
 
@@ -69,9 +68,7 @@ def write_triage_report(
     skipped_items = "".join(
         f"<li>{html.escape(s.path)}: {html.escape(s.reason)}</li>" for s in skipped
     )
-    page = f"""<!doctype html><html><head><meta charset="utf-8">
-<title>melanoscan triage</title><style>{STYLE}</style></head><body>
-<h1>Melanoma triage</h1>
+    body = f"""<h1>Melanoma triage</h1>
 <p class="notice"><b>Research tool, not a medical device.</b> Every result needs a
 dermatologist's judgement.</p>
 <p>Model <b>{html.escape(predictor.name)}</b>; alert when the melanoma probability is at least
@@ -81,10 +78,9 @@ by the dermoscopy gate{"" if predictor.gate is not None else " (this model has n
 dermoscopy image, or too poor to read) come last, unscored. The heat map (Grad-CAM) shows the
 regions that drove the predicted class.</p>
 {"".join(cards)}
-{f"<h2>Skipped</h2><ul>{skipped_items}</ul>" if skipped else ""}
-</body></html>"""
+{f"<h2>Skipped</h2><ul>{skipped_items}</ul>" if skipped else ""}"""
     path = out_dir / "report.html"
-    write_text(path, printable(page))
+    write_text(path, printable(html_page("melanoscan triage", body, STYLE)))
     return path
 
 

@@ -10,9 +10,11 @@ from melanoscan.models.factory import (
     MODEL_NAMES,
     ModelSpec,
     create_model,
+    feature_layer_of,
     get_model_spec,
     list_models,
 )
+from melanoscan.models.interface import ImageClassifier
 from melanoscan.models.pretrained import PretrainedWeightsNotFoundError, WeightMappingError
 
 __all__ = [
@@ -21,10 +23,12 @@ __all__ = [
     "PRETRAINED_STD",
     "AssignmentCNN",
     "EfficientNetLite",
+    "ImageClassifier",
     "ModelSpec",
     "PretrainedWeightsNotFoundError",
     "WeightMappingError",
     "create_model",
+    "feature_layer_of",
     "get_model_spec",
     "list_models",
 ]

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from melanoscan.models.interface import ImageClassifier
+
 __all__ = ["AssignmentCNN", "Rescaling"]
 
 
@@ -44,7 +46,7 @@ class Rescaling(nn.Module):
         return f"scale={self.scale}, offset={self.offset}"
 
 
-class AssignmentCNN(nn.Module):
+class AssignmentCNN(ImageClassifier):
     """Three Conv-ReLU-MaxPool blocks (16, 32, 64 filters), then Dense 128 and the classifier.
 
     The model takes float RGB images with pixel values in ``0..255`` (not normalised): a
@@ -64,12 +66,9 @@ class AssignmentCNN(nn.Module):
         in_channels: number of input channels.
 
     Attributes:
-        feature_layer: name of the submodule whose output is :meth:`features` (the last conv
-            block, after its pooling), for Grad-CAM hooks via ``get_submodule``.
         gate_layers: names of the submodules whose pooled outputs the dermoscopy gate reads.
     """
 
-    feature_layer: str = "convs.2"
     gate_layers: tuple[str, ...] = ("convs.0", "convs.1", "convs.2")
     filters: tuple[int, ...] = (16, 32, 64)
     hidden_units: int = 128
@@ -115,16 +114,16 @@ class AssignmentCNN(nn.Module):
             nn.Linear(self.hidden_units, num_classes),
         )
 
-    def features(self, x: Tensor) -> Tensor:
-        """Return the last conv feature map, shape ``(N, 64, H // 8, W // 8)``."""
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The last conv block's output ``(N, 64, H // 8, W // 8)`` of images in ``0..255``."""
         features: Tensor = self.convs(self.rescale(x))
         return features
 
     def forward_head(self, features: Tensor) -> Tensor:
-        """Logits ``(N, num_classes)`` from the output of :meth:`features`."""
+        """Logits ``(N, num_classes)`` from the output of :meth:`forward_features`.
+
+        Args:
+            features: the last conv block's output.
+        """
         logits: Tensor = self.classifier(features)
         return logits
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Map ``(N, C, H, W)`` images in ``0..255`` to logits of shape ``(N, num_classes)``."""
-        return self.forward_head(self.features(x))

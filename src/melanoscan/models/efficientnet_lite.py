@@ -10,11 +10,13 @@ ImageNet weights are loaded by :mod:`melanoscan.models.pretrained`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from melanoscan.models.interface import ImageClassifier
 
 __all__ = [
     "LITE_VARIANTS",
@@ -24,6 +26,8 @@ __all__ = [
     "EfficientNetLite",
     "LiteVariant",
     "MBConvBlock",
+    "is_static_pad",
+    "same_padding",
 ]
 
 # The TF-Lite originals normalise with MEAN_RGB = [127.0] * 3 and STDDEV_RGB = [128.0] * 3 on
@@ -96,11 +100,37 @@ def _round_repeats(repeats: int, depth: float) -> int:
     return math.ceil(repeats * depth)
 
 
-class Conv2dSame(nn.Conv2d):
-    """A bias-free ``nn.Conv2d`` with TensorFlow ``"SAME"`` padding computed from the input.
+def is_static_pad(kernel_size: int, stride: int) -> bool:
+    """Whether ``"SAME"`` padding is one symmetric amount for every input size (as timm's).
 
-    For stride 2 TF pads more on the bottom/right than on the top/left, which a symmetric
-    PyTorch ``padding`` cannot express; the pretrained weights depend on it.
+    Args:
+        kernel_size: side of the square kernel.
+        stride: stride of the convolution.
+    """
+    return stride == 1 and (kernel_size - 1) % 2 == 0
+
+
+def same_padding(size: int, kernel_size: int, stride: int) -> tuple[int, int]:
+    """TensorFlow ``"SAME"`` padding ``(before, after)`` of one side of ``size`` pixels.
+
+    Args:
+        size: input side in pixels.
+        kernel_size: side of the square kernel.
+        stride: stride of the convolution.
+    """
+    total = max((math.ceil(size / stride) - 1) * stride + kernel_size - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """A bias-free ``nn.Conv2d`` with TensorFlow ``"SAME"`` padding fixed at construction.
+
+    With stride 1 (odd kernel) the padding is symmetric whatever the input size and becomes the
+    convolution's own ``padding``. With stride 2 TF pads one pixel more on the bottom/right than
+    on the top/left for even sides, which the pretrained weights depend on: that padding is
+    computed for ``input_size`` and applied by an ``nn.ZeroPad2d``. Inputs of other sizes get
+    the same padding, hence the same output size; it is exact TF ``"SAME"`` when their sides
+    have the parity of ``input_size``'s.
 
     Args:
         in_channels: number of input channels.
@@ -108,6 +138,11 @@ class Conv2dSame(nn.Conv2d):
         kernel_size: side of the square kernel.
         stride: stride of the convolution.
         groups: number of groups (``in_channels`` for a depthwise convolution).
+        input_size: ``(height, width)`` of the input the padding is computed for; needed
+            unless :func:`is_static_pad`.
+
+    Raises:
+        ValueError: no ``input_size`` for a padding that depends on it.
     """
 
     def __init__(
@@ -117,18 +152,29 @@ class Conv2dSame(nn.Conv2d):
         kernel_size: int,
         stride: int = 1,
         groups: int = 1,
+        input_size: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, groups=groups, bias=False)
+        padding: int | tuple[int, int] = 0
+        pad: nn.ZeroPad2d | None = None
+        if is_static_pad(kernel_size, stride):
+            padding = (kernel_size - 1) // 2
+        elif input_size is None:
+            raise ValueError(f"SAME padding of a stride-{stride} {kernel_size}x{kernel_size} "
+                             "convolution needs the input size")
+        else:
+            top, bottom = same_padding(input_size[0], kernel_size, stride)
+            left, right = same_padding(input_size[1], kernel_size, stride)
+            if (top, left) == (bottom, right):
+                padding = (top, left)
+            else:
+                pad = nn.ZeroPad2d((left, right, top, bottom))
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding=padding,
+                         groups=groups, bias=False)
+        self.same_pad = pad
 
     def forward(self, x: Tensor) -> Tensor:
-        pads: list[int] = []
-        for size, k, s in zip(
-            (x.shape[-1], x.shape[-2]), self.kernel_size[::-1], self.stride[::-1], strict=True
-        ):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads += [total // 2, total - total // 2]
-        if any(pads):
-            x = F.pad(x, pads)
+        if self.same_pad is not None:
+            x = self.same_pad(x)
         return super().forward(x)
 
 
@@ -142,6 +188,7 @@ class ConvBnAct(nn.Sequential):
         stride: stride of the convolution.
         groups: number of groups of the convolution.
         act: whether to end with ReLU6.
+        input_size: ``(height, width)`` of the input, for the convolution's padding.
     """
 
     def __init__(
@@ -152,9 +199,11 @@ class ConvBnAct(nn.Sequential):
         stride: int = 1,
         groups: int = 1,
         act: bool = True,
+        input_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
-        self.conv = Conv2dSame(in_channels, out_channels, kernel_size, stride, groups)
+        self.conv = Conv2dSame(in_channels, out_channels, kernel_size, stride, groups,
+                               input_size)
         self.bn = nn.BatchNorm2d(out_channels, eps=_BN_EPS, momentum=_BN_MOMENTUM)
         if act:
             self.act = nn.ReLU6(inplace=True)
@@ -179,6 +228,7 @@ class MBConvBlock(nn.Module):
         stride: stride of the depthwise convolution.
         expand_ratio: channel expansion of the first 1x1 convolution (1 means no expansion).
         drop_connect_rate: probability of dropping the residual branch while training.
+        input_size: ``(height, width)`` of the input, for the depthwise padding.
     """
 
     def __init__(
@@ -189,11 +239,13 @@ class MBConvBlock(nn.Module):
         stride: int,
         expand_ratio: int,
         drop_connect_rate: float = 0.0,
+        input_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         hidden = in_channels * expand_ratio
         self.expand = ConvBnAct(in_channels, hidden) if expand_ratio != 1 else nn.Identity()
-        self.depthwise = ConvBnAct(hidden, hidden, kernel_size, stride, groups=hidden)
+        self.depthwise = ConvBnAct(hidden, hidden, kernel_size, stride, groups=hidden,
+                                   input_size=input_size)
         self.project = ConvBnAct(hidden, out_channels, act=False)
         self.has_residual = stride == 1 and in_channels == out_channels
         self.drop_connect_rate = drop_connect_rate
@@ -205,28 +257,30 @@ class MBConvBlock(nn.Module):
         return out
 
 
-class EfficientNetLite(nn.Module):
+class EfficientNetLite(ImageClassifier):
     """EfficientNet-Lite classifier.
 
     The pretrained weights expect RGB input normalised with :data:`PRETRAINED_MEAN` and
     :data:`PRETRAINED_STD` (that is ``(pixel - 127) / 128``) at ``LITE_VARIANTS[variant]
-    .image_size``; any input size works since padding and pooling adapt to it.
+    .image_size``. The TF ``"SAME"`` padding is fixed at construction for ``input_size``
+    (see :class:`Conv2dSame`), so tracing and ONNX export see no shape arithmetic. Other sizes
+    run too, with the same output sizes; the padding is exact for them when every stride-2
+    layer sees sides of the same parity, for instance any multiple of 32 when ``input_size``
+    is one.
 
     Args:
         variant: key of :data:`LITE_VARIANTS`, ``"lite0"`` to ``"lite4"``.
         num_classes: number of output logits.
         dropout: dropout before the classifier; ``None`` takes the variant's default.
         drop_connect_rate: stochastic-depth rate, scaled linearly from 0 on the first block.
+        input_size: ``(height, width)`` or one side of a square input, for the padding;
+            ``None`` takes the variant's image size.
 
     Attributes:
-        feature_layer: name of the submodule whose output is :meth:`features` (the last conv
-            feature map after its activation), for Grad-CAM hooks via ``get_submodule``.
-        num_features: channels of that feature map.
+        num_features: channels of the feature map of :meth:`forward_features`.
         gate_layers: names of the submodules whose pooled outputs the dermoscopy gate reads
             (the last block of every stage: texture and colour statistics at every scale).
     """
-
-    feature_layer: str = "head"
 
     def __init__(
         self,
@@ -234,17 +288,21 @@ class EfficientNetLite(nn.Module):
         num_classes: int = PRETRAINED_NUM_CLASSES,
         dropout: float | None = None,
         drop_connect_rate: float = 0.2,
+        input_size: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if variant not in LITE_VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; known: {', '.join(LITE_VARIANTS)}")
         spec = LITE_VARIANTS[variant]
+        if input_size is None:
+            input_size = spec.image_size
+        height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
         self.variant = variant
         self.num_classes = num_classes
-        self.image_size = spec.image_size
+        self.input_size = (height, width)
         self.num_features = _HEAD_CHANNELS
 
-        self.stem = ConvBnAct(3, _STEM_CHANNELS, kernel_size=3, stride=2)
+        self.stem = ConvBnAct(3, _STEM_CHANNELS, 3, stride=2, input_size=self.input_size)
 
         # (in, out, kernel, stride, expand) per block; stem and head stages keep their repeats.
         layout: list[tuple[int, int, int, int, int]] = []
@@ -258,12 +316,13 @@ class EfficientNetLite(nn.Module):
             layout += [(out_ch, out_ch, kernel, 1, expand)] * (n - 1)
             stage_ends.append(len(layout) - 1)
         self.gate_layers: tuple[str, ...] = tuple(f"blocks.{i}" for i in stage_ends)
-        self.blocks = nn.Sequential(
-            *(
-                MBConvBlock(c_in, c_out, k, s, e, drop_connect_rate * idx / len(layout))
-                for idx, (c_in, c_out, k, s, e) in enumerate(layout)
-            )
-        )
+        blocks: list[nn.Module] = []
+        size = (math.ceil(height / 2), math.ceil(width / 2))  # after the stem
+        for idx, (c_in, c_out, k, s, e) in enumerate(layout):
+            rate = drop_connect_rate * idx / len(layout)
+            blocks.append(MBConvBlock(c_in, c_out, k, s, e, rate, input_size=size))
+            size = (math.ceil(size[0] / s), math.ceil(size[1] / s))
+        self.blocks = nn.Sequential(*blocks)
 
         self.head = ConvBnAct(layout[-1][1], _HEAD_CHANNELS)
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -283,17 +342,17 @@ class EfficientNetLite(nn.Module):
                 nn.init.uniform_(m.weight, -bound, bound)
                 nn.init.zeros_(m.bias)
 
-    def features(self, x: Tensor) -> Tensor:
-        """Return the last conv feature map, shape ``(N, num_features, H/32, W/32)``."""
+    def forward_features(self, x: Tensor) -> Tensor:
+        """The head's output ``(N, num_features, H/32, W/32)`` (after its activation)."""
         features: Tensor = self.head(self.blocks(self.stem(x)))
         return features
 
     def forward_head(self, features: Tensor) -> Tensor:
-        """Logits ``(N, num_classes)`` from the output of :meth:`features`."""
+        """Logits ``(N, num_classes)``: global average pooling, dropout, classifier.
+
+        Args:
+            features: the output of :meth:`forward_features`.
+        """
         pooled = self.pool(features).flatten(1)
         logits: Tensor = self.classifier(self.dropout(pooled))
         return logits
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Return logits of shape ``(N, num_classes)``."""
-        return self.forward_head(self.features(x))

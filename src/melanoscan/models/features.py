@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from melanoscan.models.interface import ImageClassifier
+
 __all__ = ["LogitsAndFeatures"]
 
 
@@ -18,13 +20,14 @@ class LogitsAndFeatures(nn.Module):
     trained only to tell lesions apart. The logits are exactly those of ``model(x)``.
 
     Args:
-        model: a network with a ``gate_layers`` attribute naming submodules.
+        model: the network; its ``gate_layers`` name the submodules read.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: ImageClassifier) -> None:
         super().__init__()
         self.model = model
-        self.layers = [model.get_submodule(name) for name in model.gate_layers]
+        names: list[str] = model.gate_layers  # type: ignore[assignment]  # a plain attribute
+        self.layers = [model.get_submodule(name) for name in names]
         # Take the model's mode: the ONNX export restores the wrapper's mode afterwards, and a
         # new module's default (training) would leave the model training.
         self.train(model.training)

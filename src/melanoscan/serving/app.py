@@ -122,7 +122,7 @@ class _Service:
 
     def predict(
         self, uploads: list[tuple[str, bytes]], gradcam: bool, gradcam_class: str | None,
-        gate: bool = True, abandoned: threading.Event | None = None,
+        gate: bool = True, abandoned: threading.Event | None = None, tta: bool = False,
     ) -> dict[str, Any]:
         """Decode and predict every upload; refused files are listed under ``skipped``.
 
@@ -135,7 +135,8 @@ class _Service:
         for index, (filename, data) in enumerate(uploads):
             _stop_if_set(abandoned)
             try:
-                images.append(read_image(data, filename, self.limits))
+                images.append(read_image(data, filename, self.limits,
+                                         self.predictor.preprocessing.decode_min_side))
                 kept.append((index, filename))
             except UploadError as exc:
                 skipped.append((index, exc))
@@ -145,7 +146,7 @@ class _Service:
                 first.message = f"{first.message} (and {len(skipped) - 1} other file(s) refused)"
             raise first
         _stop_if_set(abandoned)
-        predictions = self.predictor.predict(images, gate=gate)
+        predictions = self.predictor.predict(images, gate=gate, tta=tta)
         results = []
         for (index, name), image, prediction in zip(kept, images, predictions, strict=True):
             result = {"index": index, **prediction.to_dict(), "path": name}
@@ -231,6 +232,10 @@ def create_app(predictor: Predictor, limits: ServeLimits | None = None) -> FastA
             bool,
             Query(description="false: score images the dermoscopy gate flags anyway (marked)."),
         ] = True,
+        tta: Annotated[
+            bool,
+            Query(description="Average over the 8 flips and 90-degree rotations (8x the cost)."),
+        ] = False,
     ) -> dict[str, Any]:
         """Predict one or several images: the same fields as ``melanoscan predict --format json``.
 
@@ -248,7 +253,7 @@ def create_app(predictor: Predictor, limits: ServeLimits | None = None) -> FastA
         def work(abandoned: threading.Event) -> dict[str, Any]:
             uploads = [(upload.filename or f"image {i + 1}", _read(upload, service.limits))
                        for i, upload in enumerate(images)]
-            return service.predict(uploads, gradcam, gradcam_class, gate, abandoned)
+            return service.predict(uploads, gradcam, gradcam_class, gate, abandoned, tta)
 
         return await service.limited(work, request.is_disconnected)
 

@@ -14,11 +14,14 @@ from melanoscan.serving.limits import ServeLimits
 __all__ = ["UploadError", "read_image"]
 
 
-def read_image(data: bytes, filename: str, limits: ServeLimits) -> Image.Image:
+def read_image(
+    data: bytes, filename: str, limits: ServeLimits, min_side: int | None = None
+) -> Image.Image:
     """Return the upload as an 8-bit RGB image, or raise :class:`UploadError`.
 
     The format is sniffed from the bytes; the dimensions and aspect ratio are checked from the
-    header before any pixel is decoded.
+    header before any pixel is decoded. ``min_side`` as in :func:`~melanoscan.data.images.decode`
+    (a large JPEG is decoded at reduced scale, never below the model's needs).
     """
     if not data:
         raise UploadError(400, "empty_file", "the file is empty (0 bytes)", filename)
@@ -61,6 +64,6 @@ def read_image(data: bytes, filename: str, limits: ServeLimits) -> Image.Image:
             f"{limits.max_aspect_ratio} times its shortest", filename,
         )
     try:
-        return decode(data, name=filename).image
+        return decode(data, name=filename, min_side=min_side).image
     except ImageDecodeError as exc:
         raise UploadError(400, "bad_image", exc.reason, filename) from None

@@ -317,7 +317,7 @@ class TrainConfig:
             (self.monitor in MONITORS, f"monitor must be one of {MONITORS}"),
             (self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}"),
             (self.low_res_epochs >= 0, "low_res_epochs must be >= 0"),
-            (self.low_res_epochs == 0 or get_model_spec(self.model.name).size_argument is None,
+            (self.low_res_epochs == 0 or get_model_spec(self.model.name).any_input_size,
              f"low_res_epochs needs a fully convolutional model; {self.model.name} is built "
              "for one input size"),
             (self.low_res_size >= 32, "low_res_size must be at least 32"),
@@ -358,7 +358,7 @@ def _build(kind: type, values: Any, prefix: str) -> Any:
     built: dict[str, Any] = {}
     for name, value in values.items():
         hint = hints[name]
-        if dataclasses.is_dataclass(hint):
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             built[name] = _build(hint, value, f"{prefix}{name}.")
         else:
             built[name] = _coerce(value, hint, f"{prefix}{name}")

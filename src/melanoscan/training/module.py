@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import BinaryAUROC, MulticlassConfusionMatrix
 
+from melanoscan.evaluation.metrics import confusion_balanced_accuracy
 from melanoscan.training.config import OptimConfig
 
 __all__ = ["LesionClassifier", "balanced_accuracy", "warmup_cosine"]
@@ -19,12 +20,7 @@ Batch = tuple[Tensor, Tensor, Tensor, Tensor]
 
 def balanced_accuracy(confusion: Tensor) -> float:
     """Mean recall over the classes present in the targets (rows of ``confusion``)."""
-    support = confusion.sum(dim=1)
-    present = support > 0
-    if not present.any():
-        return float("nan")
-    recall = confusion.diagonal()[present].float() / support[present].float()
-    return float(recall.mean())
+    return confusion_balanced_accuracy(confusion.detach().cpu().numpy())
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -56,6 +52,8 @@ class LesionClassifier(L.LightningModule):
         low_res_size: input side of those epochs.
     """
 
+    class_weights: Tensor | None  # a buffer (register_buffer), typed for the loss
+
     def __init__(
         self,
         model: nn.Module,
@@ -69,7 +67,8 @@ class LesionClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = model.to(memory_format=self.memory_format)
+        # Module.to takes memory_format (torch documents it); its typed overloads omit it.
+        self.model = model.to(memory_format=self.memory_format)  # type: ignore[call-overload]
         self.num_classes = num_classes
         self.optim = optim
         self.register_buffer("class_weights", class_weights, persistent=False)
@@ -99,7 +98,7 @@ class LesionClassifier(L.LightningModule):
             size = (self.low_res_size, self.low_res_size)
             images = F.interpolate(images, size=size, mode="bilinear", antialias=True,
                                    align_corners=False)
-            batch = (images, *batch[1:])  # type: ignore[assignment]
+            batch = (images, *batch[1:])
         result = self._loss(batch)
         if result is None:
             return None  # every image of the batch was unreadable: skip the step
@@ -144,7 +143,7 @@ class LesionClassifier(L.LightningModule):
             self.log("val_melanoma_auc", auc, prog_bar=True, sync_dist=True)
             self.val_melanoma_auc.reset()
 
-    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+    def configure_optimizers(self):
         optimizer_class = torch.optim.AdamW if self.optim.optimizer == "adamw" else torch.optim.Adam
         optimizer = optimizer_class(
             self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay

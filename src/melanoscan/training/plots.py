@@ -7,11 +7,22 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["plot_training_curves"]
+__all__ = ["plot_training_curves", "training_curves_figure"]
 
 
 def plot_training_curves(metrics: pd.DataFrame, path: Path) -> Path:
-    """Two panels (loss, accuracy) over epochs from an ``metrics.csv`` table."""
+    """Write :func:`training_curves_figure` to the PNG ``path``; return ``path``."""
+    training_curves_figure(metrics).savefig(path, dpi=100)
+    return path
+
+
+def training_curves_figure(metrics: pd.DataFrame) -> Figure:
+    """Two panels (loss, accuracy) over epochs (1-based) from a ``metrics.csv`` table.
+
+    Returns:
+        The figure: train and validation loss on the left axes; train accuracy, validation
+        accuracy and validation balanced accuracy on the right, in that order.
+    """
     epochs = metrics["epoch"] + 1
     fig = Figure(figsize=(10, 4), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
@@ -26,5 +37,4 @@ def plot_training_curves(metrics: pd.DataFrame, path: Path) -> Path:
     for ax in (loss_ax, acc_ax):
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.savefig(path, dpi=100)
-    return path
+    return fig

@@ -24,8 +24,9 @@ from melanoscan.data.splits import CleaningPolicy, train_val_split
 from melanoscan.files import NAME_ERRORS, write_csv
 from melanoscan.preprocess import Preprocessing
 from melanoscan.training.config import TrainConfig
+from melanoscan.training.errors import TrainingInputError
 
-__all__ = ["PreparedData", "TrainingDataError", "data_notes", "prepare_data", "read_prepared"]
+__all__ = ["PreparedData", "data_notes", "prepare_data", "read_prepared"]
 
 SPLIT_FILE = "split.csv"
 EXCLUDED_FILE = "excluded.csv"
@@ -33,10 +34,6 @@ SKIPPED_FILE = "skipped.csv"
 RELABELLED_FILE = "relabelled.csv"
 SUMMARY_FILE = "data_summary.json"
 OFFLINE_DIR = "offline_augmented"
-
-
-class TrainingDataError(ValueError):
-    """The data cannot be trained on (none, one class, no validation images...)."""
 
 
 @dataclass
@@ -65,21 +62,21 @@ def prepare_data(
     """Read and scan ``data``, apply the cleaning policy, split, write the record to ``run_dir``.
 
     Raises:
-        TrainingDataError: no readable image, fewer than two classes to train on, or an empty
+        TrainingInputError: no readable image, fewer than two classes to train on, or an empty
             validation split.
     """
     try:
         manifest = scan(read_sources(data, holdout=config.data.holdout_sources),
                         show_progress=show_progress)
     except DataSourceError as exc:
-        raise TrainingDataError(str(exc)) from None
+        raise TrainingInputError(str(exc)) from None
     if len(manifest) == 0:
         skipped_note = ""
         if manifest.skipped:
             write_csv(manifest.skipped_table(), run_dir / SKIPPED_FILE)
             skipped_note = (f" ({len(manifest.skipped)} files skipped, listed in "
                             f"{run_dir / SKIPPED_FILE})")
-        raise TrainingDataError(f"no readable image in {', '.join(map(str, data))}{skipped_note}")
+        raise TrainingInputError(f"no readable image in {', '.join(map(str, data))}{skipped_note}")
     _check_classes(manifest.images)
     policy = CleaningPolicy(
         exclude_label_conflicts=config.data.exclude_label_conflicts,
@@ -95,7 +92,7 @@ def prepare_data(
             seed=config.data.split_seed, policy=policy,
         )
     except ValueError as exc:
-        raise TrainingDataError(f"cannot split the data: {exc}") from None
+        raise TrainingInputError(f"cannot split the data: {exc}") from None
     table = result.table
     _check_split(table)
     warnings = _class_warnings(table, result.excluded)
@@ -145,7 +142,7 @@ def read_prepared(run_dir: Path) -> PreparedData:
     """The split and summary an earlier :func:`prepare_data` wrote (resume, DDP workers)."""
     split_path = run_dir / SPLIT_FILE
     if not split_path.exists():
-        raise TrainingDataError(
+        raise TrainingInputError(
             f"{split_path} is missing: it is written by the first process of a run (multi-node "
             "training needs the run directory on a shared filesystem)"
         )
@@ -159,7 +156,7 @@ def read_prepared(run_dir: Path) -> PreparedData:
 def _check_classes(images: pd.DataFrame) -> None:
     classes = images["label"].unique()
     if len(classes) < 2:
-        raise TrainingDataError(
+        raise TrainingInputError(
             f"training needs at least two classes; every image is labelled {classes[0]!r}"
         )
 
@@ -167,12 +164,12 @@ def _check_classes(images: pd.DataFrame) -> None:
 def _check_split(table: pd.DataFrame) -> None:
     train_classes = table.loc[table["split"] == "train", "label"].nunique()
     if train_classes < 2:
-        raise TrainingDataError(
+        raise TrainingInputError(
             f"after cleaning and splitting, the training split holds {train_classes} class(es); "
             "at least two are needed"
         )
     if not (table["split"] == "val").any():
-        raise TrainingDataError("the validation split is empty: add images or raise val_fraction")
+        raise TrainingInputError("the validation split is empty: add images or raise val_fraction")
 
 
 def _class_warnings(table: pd.DataFrame, excluded: pd.DataFrame) -> list[str]:

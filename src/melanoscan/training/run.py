@@ -32,6 +32,7 @@ from melanoscan.training.callbacks import EpochRecorder, UnreadableImages, Weigh
 from melanoscan.training.checkpoints import AtomicCheckpointIO, checkpoint_problem
 from melanoscan.training.config import ConfigError, TrainConfig, load_config, save_config
 from melanoscan.training.datamodule import LesionDataModule
+from melanoscan.training.errors import TrainingError, TrainingInputError, TrainingInterrupted
 from melanoscan.training.module import LesionClassifier
 from melanoscan.training.prepare import (
     EXCLUDED_FILE,
@@ -41,7 +42,6 @@ from melanoscan.training.prepare import (
     SPLIT_FILE,
     SUMMARY_FILE,
     PreparedData,
-    TrainingDataError,
     data_notes,
     prepare_data,
     read_prepared,
@@ -66,18 +66,6 @@ ATTEMPT_FILES = (CONFIG_FILE, RUN_FILE, SPLIT_FILE, EXCLUDED_FILE, SKIPPED_FILE,
                  RELABELLED_FILE, SUMMARY_FILE, "metrics.csv", "training_curves.png",
                  "confusion_matrix_val.png", "validation_predictions.csv")
 FREE_SPACE = "free space (or fix permissions) and "
-
-
-class TrainingError(Exception):
-    """A run cannot start or continue; the message says why and what to do."""
-
-
-class TrainingInputError(TrainingError):
-    """The data, the run directory or the resume request is unusable; nothing was trained."""
-
-
-class TrainingInterrupted(TrainingError):
-    """The run was interrupted (Ctrl-C); its checkpoints are kept for ``--resume``."""
 
 
 @dataclass
@@ -307,8 +295,6 @@ def _prepared(
             return prepare_data(list(data or []), config, preprocessing, run_dir,
                                 show_progress=show_progress)
         return read_prepared(run_dir)
-    except TrainingDataError as exc:
-        raise TrainingInputError(str(exc)) from None
     except OSError as exc:
         raise TrainingError(
             f"could not prepare the data in {run_dir}: {exc.strerror or exc}; "
