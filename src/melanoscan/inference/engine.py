@@ -74,7 +74,7 @@ class ModelOutputs:
 
 def dihedral_views(pixels: np.ndarray) -> list[np.ndarray]:
     """The 8 flips and 90-degree rotations of ``(..., H, W, C)`` images; the first is as is."""
-    views = []
+    views: list[np.ndarray] = []
     for flipped in (pixels, pixels[..., ::-1, :]):
         views.extend(np.rot90(flipped, k, axes=(-3, -2)) for k in range(4))
     return views

@@ -337,6 +337,7 @@ class Predictor:
                             kept = np.full((n, out.features.shape[1]), np.nan, dtype=np.float32)
                         kept[rows] = out.features
                     if self.gate is not None:
+                        assert out.features is not None  # a gate implies a features output
                         found = self.gate.assess(pixels, batch.sizes, out.features)
                         for row, verdict in zip(rows, found, strict=True):
                             verdicts[row] = verdict
