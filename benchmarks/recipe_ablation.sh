@@ -17,7 +17,7 @@ declare -A LEVERS=(
   [base]=""
   [base_seed1]="seed=1"
   [lr_3e-4]="optim.lr=3e-4"
-  [light_augmentation]="augmentation.crop_scale_min=1.0 augmentation.affine=0 augmentation.color_jitter=0 augmentation.artefact_probability=0"
+  [light_augmentation]="augmentation.crop_scale_min=1.0 augmentation.affine=0 augmentation.colour_jitter=0 augmentation.artefact_probability=0"
   [light_regularisation]="model.kwargs.dropout=0.2 model.kwargs.drop_connect_rate=0 optim.weight_decay=1e-4"
   [sqrt_sampler]="balance.sampler_power=0.5"
   [shades_of_gray]="model.colour_constancy=shades_of_gray"

@@ -15,7 +15,7 @@ from melanoscan.training.config import AugmentationConfig
 
 SIZE = 24
 OFF = AugmentationConfig(
-    hflip=0.0, vflip=0.0, rotate90=0.0, affine=0.0, color_jitter=0.0, crop_scale_min=1.0
+    hflip=0.0, vflip=0.0, rotate90=0.0, affine=0.0, colour_jitter=0.0, crop_scale_min=1.0
 )
 
 
@@ -49,7 +49,7 @@ def test_all_zero_config_is_the_identity() -> None:
         ("vflip", 0.5, "VerticalFlip"),
         ("rotate90", 0.5, "RandomRotate90"),
         ("affine", 0.5, "Affine"),
-        ("color_jitter", 0.5, "ColorJitter"),
+        ("colour_jitter", 0.5, "ColorJitter"),
     ],
 )
 def test_each_switch_adds_its_transform(field: str, value: float, name: str) -> None:
@@ -83,7 +83,7 @@ class _Augmented(Dataset[torch.Tensor]):
 
 def test_dataloader_workers_and_epochs_get_distinct_augmentations() -> None:
     # A copied albumentations Compose replays one random stream in every worker and epoch.
-    config = dataclasses.replace(OFF, crop_scale_min=0.3, color_jitter=1.0)
+    config = dataclasses.replace(OFF, crop_scale_min=0.3, colour_jitter=1.0)
     loader = DataLoader(
         _Augmented(build_train_transform(config, SIZE, seed=0)), batch_size=1, num_workers=2
     )
@@ -104,7 +104,7 @@ def test_artefacts_are_left_out_at_probability_zero() -> None:
 
 def test_artefacts_sit_between_geometry_and_colour() -> None:
     config = dataclasses.replace(
-        OFF, affine=0.5, color_jitter=0.5, artefact_probability=0.2,
+        OFF, affine=0.5, colour_jitter=0.5, artefact_probability=0.2,
         artefacts=["frame", "jpeg"], artefact_max_severity=0.6,
     )
     transforms = build_train_transform(config, SIZE).transforms

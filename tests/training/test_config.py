@@ -227,3 +227,12 @@ def test_a_config_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     path.write_bytes(b"# r\xe9glages\nepochs: 2\n")
     with pytest.raises(ConfigError, match="is not UTF-8 text"):
         load_config(path)
+
+
+def test_a_renamed_key_still_loads_from_old_configs_and_overrides(tmp_path: Path) -> None:
+    old = tmp_path / "old.yaml"
+    old.write_text("augmentation:\n  color_jitter: 0.25\n")
+    assert load_config(old).augmentation.colour_jitter == 0.25
+    overridden = apply_overrides(TrainConfig(), {"augmentation.color_jitter": 0.0})
+    assert overridden.augmentation.colour_jitter == 0.0
+    assert "color_jitter" not in overridden.to_dict()["augmentation"]

@@ -33,7 +33,7 @@ class AugmentationSettings(Protocol):
     rotate: float
     artefact_probability: float
     artefact_max_severity: float
-    color_jitter: float
+    colour_jitter: float
     brightness: float
     contrast: float
     saturation: float
@@ -110,14 +110,14 @@ def build_train_transform(
             AcquisitionArtefact(name, config.artefact_max_severity, p=config.artefact_probability)
             for name in config.artefacts
         ]
-    if config.color_jitter > 0:
+    if config.colour_jitter > 0:
         transforms.append(
             A.ColorJitter(
                 brightness=_around_one(config.brightness),
                 contrast=_around_one(config.contrast),
                 saturation=_around_one(config.saturation),
                 hue=(-config.hue, config.hue),
-                p=config.color_jitter,
+                p=config.colour_jitter,
             )
         )
     return _WorkerSeededCompose(transforms, seed=seed)

@@ -44,9 +44,13 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla", "hpu")
 MIN_IMAGE_SIZE = 32
 """Smallest input side: the networks pool or stride their input down 8 to 32 times."""
 SEED_LIMIT = 2**32
-PROBABILITIES = ("hflip", "vflip", "rotate90", "affine", "color_jitter", "artefact_probability",
+PROBABILITIES = ("hflip", "vflip", "rotate90", "affine", "colour_jitter", "artefact_probability",
                  "artefact_max_severity")
 """Augmentation keys that are probabilities (or severities) in ``[0, 1]``."""
+
+
+RENAMED_KEYS = {"augmentation.color_jitter": "augmentation.colour_jitter"}
+"""Old dotted key -> its name now: configs and run folders written before still load."""
 
 
 class ConfigError(ValueError):
@@ -124,7 +128,8 @@ class AugmentationConfig:
         scale: largest zoom in or out, as a fraction.
         rotate: largest rotation in degrees.
         crop_scale_min: random resized crop keeps at least this share of the area (1 = off).
-        color_jitter: probability of a colour jitter.
+        colour_jitter: probability of a colour jitter (read from ``color_jitter`` too, its
+            name before 2026-11-26, so earlier configs and run folders still load).
         brightness: colour jitter brightness strength.
         contrast: colour jitter contrast strength.
         saturation: colour jitter saturation strength.
@@ -145,7 +150,7 @@ class AugmentationConfig:
     scale: float = 0.1
     rotate: float = 45.0
     crop_scale_min: float = 0.75
-    color_jitter: float = 0.5
+    colour_jitter: float = 0.5
     brightness: float = 0.2
     contrast: float = 0.2
     saturation: float = 0.2
@@ -349,6 +354,8 @@ class TrainConfig:
 def _build(kind: type, values: Any, prefix: str) -> Any:
     if not isinstance(values, dict):
         raise ConfigError(f"{prefix or 'config'} must be a mapping, got {values!r}")
+    values = {RENAMED_KEYS.get(f"{prefix}{key}", f"{prefix}{key}").removeprefix(prefix): value
+              for key, value in values.items()}
     hints = get_type_hints(kind)
     names = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(values) - names)
@@ -420,7 +427,7 @@ def apply_overrides(config: TrainConfig, overrides: dict[str, Any]) -> TrainConf
     """A copy of ``config`` with dotted keys replaced (``{"optim.lr": 3e-4}``)."""
     values = config.to_dict()
     for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
+        *parents, leaf = RENAMED_KEYS.get(dotted, dotted).split(".")
         node = values
         for part in parents:
             if not isinstance(node.get(part), dict):
