@@ -304,6 +304,8 @@ def main() -> None:
     parser.add_argument("--images-per-request", type=int, default=1)
     parser.add_argument("--gradcam", action="store_true", help="ask for Grad-CAM overlays")
     parser.add_argument("--max-concurrent", type=int, default=1, help="server setting")
+    parser.add_argument("--max-waiting", type=int, default=None,
+                        help="server setting (default: the server's own)")
     parser.add_argument("--no-write", action="store_true", help="print only (quick check)")
     abuse = parser.add_argument_group("abuse run")
     abuse.add_argument("--abuse", action="store_true",
@@ -323,8 +325,9 @@ def main() -> None:
     if not files:
         raise SystemExit(f"no image under {args.images}")
     payloads, names = [p.read_bytes() for p in files], [p.name for p in files]
-    server_args = ["--max-concurrent", str(args.max_concurrent),
-                   "--max-waiting", str(max(args.clients))]
+    server_args = ["--max-concurrent", str(args.max_concurrent)]
+    if args.max_waiting is not None:
+        server_args += ["--max-waiting", str(args.max_waiting)]
     with server_process(model, server_args) as (url, process):
         backend = httpx2.get(f"{url}/healthz").json()["backend"]
         if args.abuse:

@@ -40,10 +40,10 @@ def serve(
     max_waiting: Annotated[
         int, typer.Option(help="Requests admitted beyond those running, per process (uploading "
                                "or waiting); more get 503 before their body is read.")
-    ] = 16,
+    ] = 48,
     max_connections: Annotated[
         int, typer.Option(help="Open connections per process; more get 503.")
-    ] = 64,
+    ] = 1024,
     header_timeout: Annotated[
         int, typer.Option(help="Seconds a request's line and headers may take to arrive.")
     ] = 10,

@@ -44,8 +44,8 @@ class ServeLimits:
     max_side: int = 12_000
     max_aspect_ratio: int = MAX_ASPECT_RATIO
     max_concurrent: int = 1
-    max_waiting: int = 16
-    max_connections: int = 64
+    max_waiting: int = 48
+    max_connections: int = 1024
     header_timeout_s: int = 10
     body_timeout_s: int = 120
     keep_alive_s: int = 5
