@@ -157,15 +157,6 @@ class Bundle:
     def temperature(self) -> float:
         return float(self.metadata.calibration.get("temperature") or 1.0)
 
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
-        """Raw logits ``(N, classes)`` for preprocessed inputs ``(N, 3, S, S)``."""
-        import torch
-
-        device = next(self.model.parameters()).device
-        with torch.inference_mode():
-            batch = torch.from_numpy(np.ascontiguousarray(inputs)).to(device)
-            return self.model(batch).float().cpu().numpy()
-
     def logits_and_features(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Logits ``(N, classes)`` and the gate's features ``(N, D)`` in one forward pass."""
         import torch

@@ -100,5 +100,7 @@ def app_from_environment() -> FastAPI:
     from melanoscan.serving import ServeLimits, create_app
 
     limits = ServeLimits.from_json(os.environ[ENV_LIMITS])
-    predictor = Predictor(os.environ[ENV_MODEL], os.environ[ENV_BACKEND], micro_batching=True)
+    # With one request running at a time there is nothing to merge: no batcher thread hop.
+    predictor = Predictor(os.environ[ENV_MODEL], os.environ[ENV_BACKEND],
+                          micro_batching=limits.max_concurrent > 1)
     return create_app(predictor, limits)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from melanoscan.data.images import ImageDecodeError, decode
+from melanoscan.data.images import ImageDecodeError, ImageSource, decode
 from melanoscan.gate import GateVerdict
 from melanoscan.preprocess import Preprocessing
 
@@ -25,6 +25,7 @@ __all__ = [
     "MicroBatcher",
     "ModelOutputs",
     "Runner",
+    "decode_resized",
     "decoded_batches",
     "dihedral_views",
     "forward",
@@ -98,6 +99,20 @@ def forward(
     return BatchOutputs(logits, averaged, features)
 
 
+def decode_resized(
+    source: ImageSource, preprocessing: Preprocessing
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The model's resized ``uint8`` pixels of one input, and its full size (for the gate).
+
+    Large JPEGs are decoded at reduced scale (``preprocessing.decode_min_side``).
+
+    Raises:
+        ImageDecodeError: the input cannot be read.
+    """
+    decoded = decode(source, min_side=preprocessing.decode_min_side)
+    return preprocessing.resize(decoded.image), decoded.original_size
+
+
 @dataclass
 class DecodedBatch:
     """Up to a batch of files, decoded and resized: the pixels ``(n, S, S, 3)`` and full sizes of
@@ -146,13 +161,13 @@ def _decode_batch(
     rows, pixels, sizes, unreadable = [], [], [], []
     for row, path in enumerate(paths, start=first_row):
         try:
-            decoded = decode(path, min_side=preprocessing.decode_min_side)
+            resized, size = decode_resized(path, preprocessing)
         except ImageDecodeError as exc:
             unreadable.append((row, exc.reason))
             continue
         rows.append(row)
-        pixels.append(preprocessing.resize(decoded.image))
-        sizes.append(decoded.original_size)
+        pixels.append(resized)
+        sizes.append(size)
     side = preprocessing.image_size
     stacked = np.stack(pixels) if pixels else np.zeros((0, side, side, 3), dtype=np.uint8)
     return DecodedBatch(rows, stacked, sizes, unreadable)

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from melanoscan import taxonomy
 from melanoscan.bundle import (
@@ -40,12 +39,13 @@ from melanoscan.bundle import (
 )
 from melanoscan.calibration import softmax
 from melanoscan.data.folders import file_problem, list_files
-from melanoscan.data.images import ImageSource, decode, is_image_file
+from melanoscan.data.images import ImageSource, is_image_file
 from melanoscan.gate import FLAGGED, UNCHECKED, VERDICT_LABELS, Gate, GateVerdict, load_gate
 from melanoscan.inference.engine import (
     MicroBatcher,
     ModelOutputs,
     Runner,
+    decode_resized,
     decoded_batches,
     forward,
 )
@@ -145,7 +145,8 @@ class Predictor:
         use_gate: assess images with the bundle's gate; ``False`` loads none (and does not warn
             about a missing one): for fitting a gate.
         micro_batching: merge forward passes that threads request at the same time into one
-            (:class:`~melanoscan.inference.engine.MicroBatcher`); the service turns it on.
+            (:class:`~melanoscan.inference.engine.MicroBatcher`); the service turns it on when it
+            runs more than one request at a time.
 
     Raises:
         BundleError: ``backend="onnx"`` but the bundle has no ONNX export, or it was made from
@@ -237,10 +238,6 @@ class Predictor:
         """When the bundle was made (UTC, ISO 8601)."""
         return self.metadata.created
 
-    def logits(self, inputs: np.ndarray) -> np.ndarray:
-        """Raw logits for preprocessed inputs ``(N, 3, S, S)``."""
-        return self._run(np.ascontiguousarray(inputs, dtype=np.float32))[0]
-
     def training_images(self) -> pd.DataFrame:
         """Content hash, label and split of every image the model was trained or validated on."""
         return read_training_images(self.path)
@@ -267,13 +264,12 @@ class Predictor:
             ValueError: an array of a shape or type no image has.
         """
         results = []
-        recipe = self.preprocessing
         for chunk in _chunks(list(images), batch_size):
-            decoded = [decode(item, min_side=recipe.decode_min_side) for item in chunk]
+            resized = [decode_resized(item, self.preprocessing) for item in chunk]
             names = [str(item) if isinstance(item, str | Path) else None for item in chunk]
-            pixels = np.stack([recipe.resize(d.image) for d in decoded])
+            pixels = np.stack([pixels for pixels, _ in resized])
             results.extend(self._predict_batch(
-                names, pixels, [d.original_size for d in decoded], gate, tta))
+                names, pixels, [size for _, size in resized], gate, tta))
         return results
 
     def predict_files(
@@ -336,18 +332,27 @@ class Predictor:
                         if kept is None:
                             kept = np.full((n, out.features.shape[1]), np.nan, dtype=np.float32)
                         kept[rows] = out.features
-                    if self.gate is not None:
-                        assert out.features is not None  # a gate implies a features output
-                        found = self.gate.assess(pixels, batch.sizes, out.features)
+                    found = self._assess(pixels, batch.sizes, out.features)
+                    if found is not None:
                         for row, verdict in zip(rows, found, strict=True):
                             verdicts[row] = verdict
                 advance(len(batch.rows) + len(batch.unreadable))
         return ModelOutputs(list(self.classes), logits, unreadable, self.backend, kept, verdicts)
 
-    def probabilities(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Calibrated class probabilities ``(N, classes)`` for decoded RGB images."""
-        inputs = np.stack([self.preprocessing(image) for image in images])
-        return softmax(self.logits(inputs), self.temperature)
+    def probabilities(self, images: Sequence[ImageSource]) -> np.ndarray:
+        """Calibrated class probabilities ``(N, classes)``, in :attr:`classes` order: those of
+        :meth:`predict`, gate or not."""
+        predictions = self.predict(images, gate=False)
+        return np.array([[p.probabilities[name] for name in self.classes] for p in predictions])
+
+    def _assess(
+        self, pixels: np.ndarray, sizes: list[tuple[int, int]], features: np.ndarray | None
+    ) -> list[GateVerdict] | None:
+        """The gate's verdict on each resized image (``None`` without a gate)."""
+        if self.gate is None:
+            return None
+        assert features is not None  # _choose_backend: a gate implies a features output
+        return self.gate.assess(pixels, sizes, features)
 
     def _predict_batch(
         self, names: Sequence[str | None], pixels: np.ndarray, sizes: list[tuple[int, int]],
@@ -359,11 +364,9 @@ class Predictor:
         out = forward(self._run, self.preprocessing, pixels, tta)
         scored = out.tta_logits if out.tta_logits is not None else out.logits
         probabilities = softmax(scored, self.temperature)
-        if self.gate is None:
+        verdicts = self._assess(pixels, sizes, out.features)
+        if verdicts is None:
             verdicts = [GateVerdict(UNCHECKED, None, "")] * len(pixels)
-        else:
-            assert out.features is not None  # _choose_backend: a gate implies a features output
-            verdicts = self.gate.assess(pixels, sizes, out.features)
         results = []
         for name, row, verdict in zip(names, probabilities, verdicts, strict=True):
             best = int(row.argmax())
