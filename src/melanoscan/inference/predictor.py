@@ -26,11 +26,7 @@ import pandas as pd
 
 from melanoscan import taxonomy
 from melanoscan.bundle import (
-    WEIGHTS_FILE,
-    BundleError,
     BundleMetadata,
-    onnx_path,
-    onnx_state,
     read_metadata,
     read_training_images,
     resolve_bundle_path,
@@ -41,10 +37,10 @@ from melanoscan.calibration import softmax
 from melanoscan.data.folders import file_problem, list_files
 from melanoscan.data.images import ImageSource, is_image_file
 from melanoscan.gate import FLAGGED, UNCHECKED, VERDICT_LABELS, Gate, GateVerdict, load_gate
+from melanoscan.inference.backends import BACKENDS, open_runner
 from melanoscan.inference.engine import (
     MicroBatcher,
     ModelOutputs,
-    Runner,
     decode_resized,
     decoded_batches,
     forward,
@@ -61,7 +57,6 @@ __all__ = [
     "load_model",
 ]
 
-BACKENDS = ("auto", "onnx", "torch")
 DEFAULT_ALERT_THRESHOLD = 0.5
 
 
@@ -182,45 +177,13 @@ class Predictor:
                 "--gate-only --data TRAINING_DATA",
                 stacklevel=2,
             )
-        self.backend, run = self._choose_backend(backend)
+        self.backend, self._run = open_runner(self.path, self.metadata, backend,
+                                              needs_features=self.gate is not None)
         warn_if_versions_differ(self.path, self.metadata,
-                                ("Pillow", "numpy", "onnxruntime" if run else "torch"))
-        self._run: Runner = run if run is not None else _torch_runner(self.path)
+                                ("Pillow", "numpy", "onnxruntime" if self.backend == "onnx"
+                                 else "torch"))
         if micro_batching:
             self._run = MicroBatcher(self._run)
-
-    def _choose_backend(self, requested: str) -> tuple[str, Runner | None]:
-        """The backend to use, and its runner when it is onnx (see the class docstring)."""
-        backend = requested
-        onnx_file = onnx_path(self.path, self.metadata)
-        export = f"run: melanoscan export --model {self.path}"
-        state = onnx_state(self.path, self.metadata)
-        if backend == "onnx" and state == "absent":
-            raise BundleError(f"{self.path} has no ONNX export ({onnx_file.name} is missing); "
-                              f"{export}, or use --backend torch")
-        if state == "stale":
-            message = (f"{onnx_file} was exported from other weights than {WEIGHTS_FILE} "
-                       f"(they changed since); {export}")
-            if requested == "onnx":
-                raise BundleError(message)
-            if requested == "auto":
-                warnings.warn(f"{message}. Using torch meanwhile.", stacklevel=3)
-                backend = "torch"
-        if backend == "auto":
-            backend = "onnx" if state != "absent" and _has_onnxruntime() else "torch"
-        run: Runner | None = None
-        if backend == "onnx":
-            if not _has_onnxruntime():
-                raise BundleError("backend 'onnx' needs the onnxruntime package")
-            run, has_features = _onnx_runner(onnx_file)
-            if self.gate is not None and not has_features:
-                message = (f"{onnx_file} was exported before the dermoscopy gate (it has no "
-                           f"'features' output); {export}")
-                if requested == "onnx":
-                    raise BundleError(message)
-                warnings.warn(f"{message}. Using torch meanwhile.", stacklevel=3)
-                backend, run = "torch", None
-        return backend, run
 
     @property
     def name(self) -> str:
@@ -431,36 +394,3 @@ def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[Skippe
 def _chunks(items: list, size: int) -> Iterator[list]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _has_onnxruntime() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _onnx_runner(path: Path) -> tuple[Runner, bool]:
-    """The session as a runner, and whether it has the ``features`` output the gate reads."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-    outputs = [o.name for o in session.get_outputs()]
-    if "features" not in outputs:
-        first = outputs[0]
-        return (lambda inputs: (session.run([first], {input_name: inputs})[0], None)), False
-    names = ["logits" if "logits" in outputs else outputs[0], "features"]
-
-    def run(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        logits, features = session.run(names, {input_name: inputs})
-        return logits, features
-
-    return run, True
-
-
-def _torch_runner(path: Path) -> Runner:
-    from melanoscan.bundle import load_bundle
-
-    return load_bundle(path, check_versions=False).logits_and_features
