@@ -30,6 +30,21 @@ def test_normalise_unit_and_raw_range() -> None:
     np.testing.assert_array_equal(raw, 255.0)
 
 
+@pytest.mark.parametrize("input_range", ["unit", "0_255"])
+def test_normalise_of_uint8_is_the_float_formula_for_every_value(input_range: str) -> None:
+    # uint8 pixels go through a lookup table; it must give the formula's float32 numbers
+    # exactly, for every value in every channel, batched or not.
+    recipe = Preprocessing(8, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                           input_range=input_range)
+    values = np.arange(256, dtype=np.uint8)
+    pixels = np.stack([np.roll(values, shift) for shift in (0, 85, 170)], axis=-1)
+    pixels = pixels.reshape(1, 16, 16, 3)
+    by_formula = recipe.normalise(pixels.astype(np.float32))
+    np.testing.assert_array_equal(recipe.normalise(pixels), by_formula)
+    np.testing.assert_array_equal(recipe.normalise(pixels[0]), by_formula[0])
+    assert recipe.normalise(pixels).flags.c_contiguous
+
+
 def test_call_crops_the_centre_and_standardises_by_hand() -> None:
     # 12 wide, 8 tall, already 8 px on the shorter side: no resampling, only the crop of the
     # centre 8 columns (2..9), so every value is known exactly.

@@ -8,6 +8,7 @@ augmentation works on the output of :meth:`Preprocessing.resize` and then calls
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -126,9 +127,25 @@ class Preprocessing:
         """``float32`` channels-first input from ``uint8`` ``(H, W, 3)`` or ``(N, H, W, 3)``."""
         if self.colour_constancy == "shades_of_gray":
             pixels = shades_of_gray(pixels)
-        array = np.moveaxis(pixels.astype(np.float32), -1, -3)
+        if pixels.dtype == np.uint8:
+            # A lookup of the 256 values the formula below gives, per channel: the same float32
+            # numbers, about 3x faster than the arithmetic on whole batches.
+            out = np.empty((*pixels.shape[:-3], 3, *pixels.shape[-3:-1]), dtype=np.float32)
+            for channel in range(3):
+                np.take(self._lookup[channel], pixels[..., channel], out=out[..., channel, :, :])
+            return out
+        return self._standardise(np.moveaxis(np.asarray(pixels, dtype=np.float32), -1, -3))
+
+    @functools.cached_property
+    def _lookup(self) -> np.ndarray:
+        """What :meth:`normalise` makes of each ``uint8`` value, per channel ``(3, 256)``."""
+        values = np.broadcast_to(np.arange(256, dtype=np.float32), (3, 256))
+        return np.ascontiguousarray(self._standardise(values[:, :, None])[:, :, 0])
+
+    def _standardise(self, array: np.ndarray) -> np.ndarray:
+        """Channels-first float32 values in ``0..255`` ``(..., 3, H, W)`` to the model's range."""
         if self.input_range == "0_255":
-            return np.ascontiguousarray(array)
+            return np.ascontiguousarray(array, dtype=np.float32)
         shape = (3, 1, 1)
         mean = np.asarray(self.mean, dtype=np.float32).reshape(shape)
         std = np.asarray(self.std, dtype=np.float32).reshape(shape)
