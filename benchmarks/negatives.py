@@ -18,8 +18,10 @@ Everything comes from what is on this machine; nothing is downloaded:
 * ``degraded``: real dermoscopy from ``isic2018_task3_test`` blurred, over- and under-exposed,
   flattened towards one colour (``blank``) and shrunk (``tiny``), each at 5 graded severities.
 
-Every image gets a ``split``: ``dev`` (about a fifth, by source) to fit and design the gate
-with, ``test`` for the figures. Crops of one source share its split.
+Every image gets a ``split``: ``dev`` to fit and design the gate with, ``test`` for the figures
+(by source: crops of one source share its split). About half of the clinical photos are
+``dev``, a fifth of everything else: clinical photos are the kind closest to dermoscopy, and the
+contrast score learns them better from more examples (docs/GATE.md).
 
     python benchmarks/negatives.py --out /tmp/melanoscan-negatives
 
@@ -49,6 +51,7 @@ DATA = ROOT.parent / "shared" / "data"
 CLINICAL = DATA / "clinical_photos_dev"
 DERMOSCOPY = DATA / "isic2018_task3_test"
 DEV_FRACTION = 0.2
+CLINICAL_DEV_FRACTION = 0.5
 CROPS = 4
 
 # (name, function of the severity level 1..5 -> PIL image from a dermoscopy image); the values
@@ -87,7 +90,8 @@ class Entry:
 def split_of(group: str) -> str:
     """``dev`` or ``test``, fixed by the group's name (stable across runs and machines)."""
     digest = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16)
-    return "dev" if digest % 1000 < DEV_FRACTION * 1000 else "test"
+    fraction = CLINICAL_DEV_FRACTION if group.startswith("clinical/") else DEV_FRACTION
+    return "dev" if digest % 1000 < fraction * 1000 else "test"
 
 
 def main() -> None:
