@@ -4,13 +4,17 @@ A bundle is a directory::
 
     bundle.json           classes, architecture, preprocessing, training summary, metrics,
                           calibration (temperature, melanoma alert threshold)
-    weights.pt            the network's state dict (loaded with ``weights_only=True``)
+    weights.pt            the network's state dict (loaded with ``weights_only=True``); its
+                          floating-point tensors may be stored in half precision
+                          (:func:`halve_weights`) and are always loaded back as float32
     training_images.csv   content hash, ISIC id, label and split of every image trained or
                           validated on, so evaluation can refuse a "test" set that overlaps training
     gate.npz              the dermoscopy gate's fitted statistics (optional; described by the
                           ``gate`` block of bundle.json, see melanoscan.gate)
     model.onnx            the ONNX export (optional; ``exports.onnx`` in bundle.json records the
                           SHA-256 of the weights.pt it was made from)
+    model.int8.onnx       its int8 quantisation (optional; ``exports.onnx_int8`` records the
+                          weights it was made from and the parity check it passed)
 
 Training writes it, calibration and export amend it, evaluation, prediction and serving read it.
 """
@@ -49,10 +53,16 @@ __all__ = [
     "Bundle",
     "BundleError",
     "BundleMetadata",
+    "HalvedWeights",
     "OnnxState",
     "atomic_write",
+    "calibration_state",
     "default_bundle_path",
+    "file_sha256",
+    "halve_weights",
     "installed_versions",
+    "int8_path",
+    "int8_state",
     "load_bundle",
     "onnx_path",
     "onnx_state",
@@ -72,10 +82,14 @@ METADATA_FILE = "bundle.json"
 WEIGHTS_FILE = "weights.pt"
 TRAINING_IMAGES_FILE = "training_images.csv"
 ONNX_FILE = "model.onnx"
+INT8_ONNX_FILE = "model.int8.onnx"
+INT8_EXPORT = "onnx_int8"
+"""Key of the int8 model's record in ``exports``."""
 VERSIONED_PACKAGES = ("torch", "onnxruntime", "Pillow", "numpy")
 """Packages whose version can change a bundle's outputs; recorded in ``versions``."""
 
 OnnxState = Literal["absent", "unknown", "current", "stale"]
+CalibrationState = Literal["absent", "unknown", "current", "stale"]
 
 
 class BundleError(Exception):
@@ -191,7 +205,9 @@ def save_bundle(
     """Write a bundle into ``directory`` (created if needed); each file is replaced atomically.
 
     Records the installed :data:`VERSIONED_PACKAGES` in ``metadata.versions``. An ONNX export
-    there that was not made from these weights is deleted, with its ``exports`` record.
+    (fp32 or int8) there that was not made from these weights is deleted, with its ``exports``
+    record. A fitted ``calibration`` without a record of its weights is taken to be fitted on
+    these: their SHA-256 is recorded in it (:func:`calibration_state`).
 
     Raises:
         OSError: a file could not be written (full disk); see :func:`staged_directory` for
@@ -211,6 +227,10 @@ def save_bundle(
         onnx_path(directory, metadata).unlink(missing_ok=True)
         (directory / ONNX_FILE).unlink(missing_ok=True)
         metadata.exports.pop("onnx", None)
+    _drop_stale_int8(directory, metadata)
+    if (metadata.calibration.get("alert_threshold") is not None
+            and not metadata.calibration.get("weights_sha256")):
+        metadata.calibration["weights_sha256"] = weights_sha256(directory)
     metadata.versions = installed_versions()
     if training_images is not None:
         columns = [c for c in ("content_hash", "image_id", "label", "split", "source")
@@ -316,7 +336,7 @@ def load_bundle(
     weights = directory / WEIGHTS_FILE
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        model.load_state_dict(_as_float32(state))
     except FileNotFoundError:
         raise BundleError(f"{directory} has no weights ({WEIGHTS_FILE} is missing)") from None
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
@@ -331,11 +351,7 @@ def weights_sha256(directory: Path | str) -> str | None:
     path = Path(directory) / WEIGHTS_FILE
     if not path.is_file():
         return None
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def onnx_path(directory: Path | str, metadata: BundleMetadata) -> Path:
@@ -357,6 +373,153 @@ def onnx_state(directory: Path | str, metadata: BundleMetadata) -> OnnxState:
     if recorded is None:
         return "unknown"
     return "current" if recorded == weights_sha256(directory) else "stale"
+
+
+def calibration_state(directory: Path | str, metadata: BundleMetadata) -> CalibrationState:
+    """Whether the temperature and alert threshold were fitted for the bundle's current weights.
+
+    Returns:
+        ``absent`` (not calibrated), ``current``, ``stale`` (fitted for other weights, e.g.
+        before :func:`halve_weights`: run ``melanoscan calibrate`` again) or ``unknown``
+        (calibrated before melanoscan recorded the weights' hash: used as is).
+    """
+    calibration = metadata.calibration
+    if calibration.get("alert_threshold") is None:
+        return "absent"
+    recorded = calibration.get("weights_sha256")
+    if not recorded:
+        return "unknown"
+    return "current" if recorded == weights_sha256(directory) else "stale"
+
+
+@dataclass(frozen=True)
+class HalvedWeights:
+    """What :func:`halve_weights` did.
+
+    Args:
+        converted: floating-point tensors now stored in half precision (0: already were).
+        bytes_before: size of ``weights.pt`` before.
+        bytes_after: its size after.
+        removed: export files deleted because they were made from the previous weights.
+        stale: records that no longer match the weights and must be refitted, each with the
+            command that does it.
+    """
+
+    converted: int
+    bytes_before: int
+    bytes_after: int
+    removed: list[str]
+    stale: list[str]
+
+
+def halve_weights(directory: Path | str) -> HalvedWeights:
+    """Store the bundle's ``weights.pt`` in half precision (float16): half the size.
+
+    :func:`load_bundle` loads them back as float32, so inference and fine-tuning run in float32
+    on weights rounded to float16 (a relative change of at most 2**-11 per weight). The file's
+    SHA-256 changes, so whatever was fitted or exported for the previous weights no longer
+    matches: ONNX exports (fp32 and int8) are deleted with their records; the calibration is
+    kept but marked as fitted for the previous weights (:func:`calibration_state` ``stale``:
+    rerun ``melanoscan calibrate``); the dermoscopy gate, which records the weights it was
+    fitted for, switches itself off until refitted (``melanoscan calibrate --gate-only``).
+
+    Args:
+        directory: the bundle, changed in place.
+
+    Raises:
+        BundleError: no bundle or no weights there, or a weight too large for float16.
+    """
+    import torch
+
+    directory = Path(directory)
+    metadata = read_metadata(directory)
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        raise BundleError(f"{directory} has no weights ({WEIGHTS_FILE} is missing)")
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    wide = [k for k, v in state.items() if v.is_floating_point() and v.dtype != torch.float16]
+    before = weights.stat().st_size
+    if not wide:
+        return HalvedWeights(0, before, before, [], [])
+    largest = max(float(state[k].abs().max()) for k in wide if state[k].numel())
+    if largest > float(torch.finfo(torch.float16).max):
+        raise BundleError(f"{weights}: a weight of magnitude {largest:.3g} does not fit float16")
+    previous = weights_sha256(directory)
+    halved = {k: v.half() if k in wide else v for k, v in state.items()}
+    buffer = io.BytesIO()
+    torch.save(halved, buffer)
+    atomic_write(weights, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+    removed = [p.name for p in (onnx_path(directory, metadata), int8_path(directory, metadata))
+               if p.is_file()]
+    for name in removed:
+        (directory / name).unlink()
+    metadata.exports.pop("onnx", None)
+    metadata.exports.pop(INT8_EXPORT, None)
+    stale = []
+    if metadata.calibration.get("alert_threshold") is not None:
+        if not metadata.calibration.get("weights_sha256"):  # fitted for the previous weights
+            metadata.calibration["weights_sha256"] = previous
+        stale.append(f"calibration (temperature, alert threshold): melanoscan calibrate "
+                     f"--model {directory} --data HELD_OUT_DATA")
+    if metadata.gate:
+        stale.append(f"dermoscopy gate (off until refitted): melanoscan calibrate --model "
+                     f"{directory} --gate-only --data TRAINING_DATA")
+    write_metadata(directory, metadata)
+    return HalvedWeights(len(wide), before, weights.stat().st_size, removed, stale)
+
+
+def int8_path(directory: Path | str, metadata: BundleMetadata) -> Path:
+    """Where the bundle's int8 model is (or would be)."""
+    return Path(directory) / metadata.exports.get(INT8_EXPORT, {}).get("file", INT8_ONNX_FILE)
+
+
+def int8_state(directory: Path | str, metadata: BundleMetadata) -> OnnxState:
+    """Whether the int8 model may stand in for the bundle's weights.
+
+    Returns:
+        ``absent`` (no int8 model, or no record of a parity check it passed), ``current`` (made
+        from ``weights.pt`` as it is, passed its parity check with the bundle's present
+        temperature and alert threshold, and the file is the one checked) or ``stale``
+        (any of those changed: run ``melanoscan export --int8`` again).
+    """
+    path = int8_path(directory, metadata)
+    record = metadata.exports.get(INT8_EXPORT)
+    if not path.is_file() or not record or not record.get("parity", {}).get("passed"):
+        return "absent"
+    parity = record["parity"]
+    calibration = metadata.calibration
+    if (record.get("weights_sha256") != weights_sha256(directory)
+            or parity.get("temperature") != float(calibration.get("temperature") or 1.0)
+            or parity.get("alert_threshold") != float(calibration.get("alert_threshold") or 0.5)
+            or record.get("sha256") != file_sha256(path)):
+        return "stale"
+    return "current"
+
+
+def file_sha256(path: Path | str) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _drop_stale_int8(directory: Path, metadata: BundleMetadata) -> None:
+    """Delete an int8 model made from other weights than ``weights.pt``, with its record."""
+    record = metadata.exports.get(INT8_EXPORT)
+    if record is None or record.get("weights_sha256") != weights_sha256(directory):
+        int8_path(directory, metadata).unlink(missing_ok=True)
+        (directory / INT8_ONNX_FILE).unlink(missing_ok=True)
+        metadata.exports.pop(INT8_EXPORT, None)
+
+
+def _as_float32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The state dict with half-precision tensors (:func:`halve_weights`) back in float32."""
+    import torch
+
+    return {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
+            for k, v in state.items()}
 
 
 def installed_versions() -> dict[str, str | None]:

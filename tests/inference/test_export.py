@@ -11,7 +11,15 @@ import pytest
 import torch
 
 from melanoscan import taxonomy
-from melanoscan.bundle import BundleMetadata, load_bundle, onnx_state, read_metadata, save_bundle
+from melanoscan.bundle import (
+    BundleMetadata,
+    default_bundle_path,
+    int8_state,
+    load_bundle,
+    onnx_state,
+    read_metadata,
+    save_bundle,
+)
 from melanoscan.data.images import decode
 from melanoscan.inference.export import export_onnx
 from melanoscan.inference.predictor import Predictor
@@ -63,6 +71,9 @@ def test_efficientnet_lite_exports_with_parity(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_shipped_onnx_is_the_shipped_weights() -> None:
+    shipped = default_bundle_path()
+    if onnx_state(shipped, read_metadata(shipped)) == "absent":
+        pytest.skip("the shipped bundle has no fp32 ONNX model (melanoscan export makes it)")
     onnx = Predictor(backend="onnx")
     assert onnx_state(onnx.path, onnx.metadata) == "current"
     images = [lesion_image(0, 224)] + [
@@ -71,3 +82,17 @@ def test_shipped_onnx_is_the_shipped_weights() -> None:
     reference = _outputs(Predictor(backend="torch"), images)
     for got, expected in zip(exported, reference, strict=True):
         np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_shipped_int8_model_is_current_and_close() -> None:
+    shipped = default_bundle_path()
+    if int8_state(shipped, read_metadata(shipped)) == "absent":
+        pytest.skip("the shipped bundle has no int8 model (melanoscan export --int8 makes it)")
+    int8 = Predictor(backend="onnx-int8")
+    assert Predictor().backend == "onnx-int8"
+    assert int8.metadata.exports["onnx_int8"]["parity"]["passed"]
+    images = [decode(path).image for path in sorted(EXAMPLES.rglob("*.jpg"))[:4]]
+    quantised = int8.probabilities(images)
+    reference = Predictor(backend="torch").probabilities(images)
+    assert np.abs(quantised - reference).max() < 0.1

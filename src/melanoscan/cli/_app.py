@@ -48,7 +48,11 @@ ModelOpt = Annotated[
     Path | None,
     typer.Option("--model", help="Model bundle directory (default: the model shipped inside)."),
 ]
-BackendOpt = Annotated[str, typer.Option(help="auto, onnx or torch.")]
+BackendOpt = Annotated[
+    str,
+    typer.Option(help="auto (int8 model when it passed its parity check, else fp32 ONNX, else "
+                 "torch), onnx, onnx-int8 or torch."),
+]
 
 
 def _version(value: bool) -> None:

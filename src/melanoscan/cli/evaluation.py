@@ -147,6 +147,7 @@ def calibrate(
     try:
         with warnings.catch_warnings():  # "not calibrated: run melanoscan calibrate": doing so
             warnings.filterwarnings("ignore", message=r".* is not calibrated")
+            warnings.filterwarnings("ignore", message=r".* were fitted for other weights")
             predictor = Predictor(model, backend=backend)
         result = calibrate_bundle(predictor, data, split=split,
                                   target_sensitivity=target_sensitivity, show_progress=not quiet)

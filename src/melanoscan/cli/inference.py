@@ -1,4 +1,4 @@
-"""``predict`` and ``export``: predictions for people, and the ONNX form of a bundle."""
+"""``predict`` and ``export``: predictions for people, and the ONNX forms of a bundle."""
 
 from __future__ import annotations
 
@@ -122,23 +122,127 @@ def export(
     output: Annotated[
         Path | None, typer.Option(help="Directory for the exported bundle (default: in place).")
     ] = None,
+    int8: Annotated[
+        bool,
+        typer.Option("--int8", help="Also write model.int8.onnx: quantised, calibrated on the "
+                     "bundle's training images, and kept only if it passes the parity check."),
+    ] = False,
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", help="With --int8: where the bundle's training images are "
+                     "(repeatable; default: the sources it records, relative to here). Its "
+                     "training images calibrate; its validation images check parity unless "
+                     "--parity-data is given."),
+    ] = None,
+    parity_data: Annotated[
+        list[Path] | None,
+        typer.Option("--parity-data", help="With --int8: labelled images to check parity on "
+                     "(repeatable; any format 'audit' reads)."),
+    ] = None,
+    calibration_images: Annotated[
+        int, typer.Option(min=1, help="With --int8: training images to calibrate on.")
+    ] = 300,
+    parity_images: Annotated[
+        int, typer.Option(min=1, help="With --int8: at most this many images to check on.")
+    ] = 1000,
+    half_weights: Annotated[
+        bool,
+        typer.Option("--half-weights", help="Only store weights.pt in half precision (half "
+                     "the size); exports, calibration and gate made for the previous weights "
+                     "must then be redone (the command lists how)."),
+    ] = False,
 ) -> None:
-    """Write an ONNX model (dynamic batch) next to the bundle metadata; checked against torch."""
+    """Write an ONNX model (dynamic batch) next to the bundle metadata; checked against torch.
+
+    With --int8, write its int8 quantisation instead (the fp32 model is made in a temporary
+    folder when the bundle has none), only if it passes the parity check: top-1 agreement
+    >= 99%, melanoma AUC within 0.005 and the same alert decision on >= 99% of the images.
+    Exit codes: 0 written; 1 the int8 model failed the parity check (nothing written, the
+    criteria missed are listed); 2 bad input (no bundle, no images found, stale calibration).
+    """
     from melanoscan.bundle import BundleError, read_metadata
+    from melanoscan.data.sources import DataSourceError
     from melanoscan.inference.export import export_onnx
+    from melanoscan.inference.quantize import QuantizationError
 
     try:
         read_metadata(model)  # before making the output folder
     except BundleError as exc:
         raise fail(str(exc)) from None
+    if half_weights and int8:
+        raise fail("--half-weights changes the weights: refit the calibration and the gate "
+                   "first, then run export --int8")
+    if (data or parity_data) and not int8:
+        raise fail("--data and --parity-data are for --int8")
     if output is not None:
         output_folder(output, "--output")
+    target = model
     try:
+        if output is not None and (half_weights or int8):
+            import shutil
+
+            with writing(output):
+                shutil.copytree(model, output, dirs_exist_ok=True)
+            target = output
+        if half_weights:
+            _halve(target)
+            return
+        if int8:
+            _export_int8(target, data, parity_data, calibration_images, parity_images)
+            return
         with writing(output or model):
             target = export_onnx(model, output)
-    except BundleError as exc:
+    except (BundleError, DataSourceError, QuantizationError) as exc:
         raise fail(str(exc)) from None
     console.print(f"ONNX model written: {target / 'model.onnx'}")
+
+
+def _halve(bundle: Path) -> None:
+    """``export --half-weights``: convert, then say what must be redone."""
+    from melanoscan.bundle import halve_weights
+
+    with writing(bundle):
+        done = halve_weights(bundle)
+    if not done.converted:
+        console.print(f"{bundle / 'weights.pt'} is already in half precision; nothing changed.")
+        return
+    console.print(f"weights.pt in half precision: {done.bytes_before / 1e6:.1f} MB -> "
+                  f"{done.bytes_after / 1e6:.1f} MB ({done.converted} tensors).")
+    for name in done.removed:
+        console.print(f"Removed {name}: it was made from the previous weights.")
+    steps = [*done.stale, f"melanoscan export --int8 --model {bundle} (and/or melanoscan "
+             f"export --model {bundle} for the fp32 ONNX model)"]
+    error_console.print("[yellow]The weights' SHA-256 changed: refit what was fitted for the "
+                        "previous weights, in this order:[/]", highlight=False)
+    for number, step in enumerate(steps, 1):
+        error_console.print(f"  {number}. {step}", highlight=False)
+
+
+def _export_int8(
+    bundle: Path, data: list[Path] | None, parity_data: list[Path] | None,
+    calibration_images: int, parity_images: int,
+) -> None:
+    """``export --int8``: quantise, check, and write only a model that passes."""
+    from melanoscan.inference.export import export_int8
+
+    with writing(bundle):
+        done = export_int8(bundle, sources=data, parity_data=parity_data,
+                           calibration_images=calibration_images, parity_images=parity_images)
+    report = done.report
+    auc = ("n/a" if report["auc_difference"] is None else
+           f"{report['melanoma_auc_fp32']:.4f} -> {report['melanoma_auc_int8']:.4f}")
+    console.print(
+        f"Parity on {report['images']} images ({report['data']}): top-1 agreement "
+        f"{report['top1_agreement']:.2%}, melanoma AUC {auc}, same alert decision on "
+        f"{report['alert_agreement']:.2%} (threshold {report['alert_threshold']:.4f}).",
+        highlight=False)
+    if not done.written:
+        for reason in done.reasons:
+            error_console.print(f"[bold red]parity check failed:[/] {reason}", highlight=False)
+        error_console.print(f"Nothing written: {done.path.name} was not kept.", highlight=False)
+        raise typer.Exit(code=1)
+    console.print(f"int8 model written: {done.path} (passed the parity check; --backend auto "
+                  "now uses it).", highlight=False)
 
 
 @app.command()

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from melanoscan import taxonomy
-from melanoscan.bundle import write_metadata
+from melanoscan.bundle import weights_sha256, write_metadata
 from melanoscan.calibration import calibrate
 from melanoscan.data.manifest import scan
 from melanoscan.data.sources import read_sources
@@ -55,6 +55,7 @@ def calibrate_bundle(
     where = ", ".join(str(d) for d in data) + (f" (split {split})" if split else "")
     calibration = calibrate(plain[readable], labels, target_sensitivity, where)
     calibration["unreadable"] = len(outputs.unreadable)
+    calibration["weights_sha256"] = weights_sha256(model.path)  # calibration_state reads it
     model.metadata.calibration = calibration
     write_metadata(model.path, model.metadata)
     return calibration

@@ -1,8 +1,10 @@
-"""Which backend runs a bundle's network, and its runner: onnxruntime or torch.
+"""Which backend runs a bundle's network, and its runner: onnxruntime (int8 or fp32) or torch.
 
-``auto`` takes the ONNX export when it was made from the bundle's current weights (and has the
-gate's ``features`` output when a gate needs it) and onnxruntime is installed, else torch, with
-a warning when an export exists but cannot be used.
+``auto`` takes the int8 model when the bundle has one that passed its parity check for the
+current weights and calibration (:func:`melanoscan.bundle.int8_state`), else the fp32 ONNX
+export when it was made from the bundle's current weights (and has the gate's ``features``
+output when a gate needs it), else torch; onnxruntime must be installed for either ONNX model.
+An export that exists but cannot be used is passed over with a warning.
 """
 
 from __future__ import annotations
@@ -12,29 +14,42 @@ from pathlib import Path
 
 import numpy as np
 
-from melanoscan.bundle import WEIGHTS_FILE, BundleError, BundleMetadata, onnx_path, onnx_state
+from melanoscan.bundle import (
+    WEIGHTS_FILE,
+    BundleError,
+    BundleMetadata,
+    int8_path,
+    int8_state,
+    onnx_path,
+    onnx_state,
+)
 from melanoscan.inference.engine import Runner
 
-__all__ = ["BACKENDS", "open_runner"]
+__all__ = ["BACKENDS", "INT8_BACKEND", "open_runner"]
 
-BACKENDS = ("auto", "onnx", "torch")
+INT8_BACKEND = "onnx-int8"
+BACKENDS = ("auto", "onnx", INT8_BACKEND, "torch")
 
 
 def open_runner(
     path: Path, metadata: BundleMetadata, requested: str, needs_features: bool
 ) -> tuple[str, Runner]:
-    """The backend (``onnx`` or ``torch``) for ``requested`` and its runner.
+    """The backend (``onnx-int8``, ``onnx`` or ``torch``) for ``requested`` and its runner.
 
     Args:
         path: the bundle directory.
         metadata: its metadata.
-        requested: ``auto``, ``onnx`` or ``torch``.
+        requested: ``auto``, ``onnx``, ``onnx-int8`` or ``torch``.
         needs_features: the bundle has a gate, so the runner must give its features.
 
     Raises:
-        BundleError: ``onnx`` was asked for but the export is missing, stale or has no
-            ``features`` output a gate needs, or onnxruntime is not installed.
+        BundleError: ``onnx`` or ``onnx-int8`` was asked for but that model is missing, stale
+            or has no ``features`` output a gate needs, or onnxruntime is not installed.
     """
+    if requested in (INT8_BACKEND, "auto"):
+        runner = _int8_runner(path, metadata, requested, needs_features)
+        if runner is not None:
+            return INT8_BACKEND, runner
     backend = requested
     onnx_file = onnx_path(path, metadata)
     export = f"run: melanoscan export --model {path}"
@@ -64,6 +79,38 @@ def open_runner(
             raise BundleError(message)
         warnings.warn(f"{message}. Using torch meanwhile.", stacklevel=3)
     return "torch", _torch_runner(path)
+
+
+def _int8_runner(
+    path: Path, metadata: BundleMetadata, requested: str, needs_features: bool
+) -> Runner | None:
+    """The int8 model's runner when it may be used; ``None`` for ``auto`` to look further.
+
+    Raises:
+        BundleError: ``onnx-int8`` was asked for and the int8 model cannot be used.
+    """
+    state = int8_state(path, metadata)
+    int8_file = int8_path(path, metadata)
+    export = f"run: melanoscan export --int8 --model {path}"
+    problem = None
+    if state == "absent":
+        problem = (f"{path} has no int8 model that passed its parity check ({int8_file.name}); "
+                   f"{export}, or use --backend onnx or torch")
+    elif state == "stale":
+        problem = (f"{int8_file} was checked against other weights or another calibration than "
+                   f"the bundle's present ones (or was changed since); {export}")
+    elif not _has_onnxruntime():
+        problem = f"backend '{INT8_BACKEND}' needs the onnxruntime package"
+    if problem is None:
+        run, has_features = _onnx_runner(int8_file)
+        if has_features or not needs_features:
+            return run
+        problem = f"{int8_file} has no 'features' output for the dermoscopy gate; {export}"
+    if requested == INT8_BACKEND:
+        raise BundleError(problem)
+    if state != "absent" and _has_onnxruntime():
+        warnings.warn(f"{problem}. Passing over the int8 model.", stacklevel=4)
+    return None
 
 
 def _has_onnxruntime() -> bool:

@@ -26,7 +26,9 @@ import pandas as pd
 
 from melanoscan import taxonomy
 from melanoscan.bundle import (
+    WEIGHTS_FILE,
     BundleMetadata,
+    calibration_state,
     read_metadata,
     read_training_images,
     resolve_bundle_path,
@@ -134,9 +136,12 @@ class Predictor:
 
     Args:
         bundle: bundle directory (``None``: the model shipped in the package).
-        backend: ``onnx`` (onnxruntime, no torch), ``torch``, or ``auto`` (ONNX when the
-            bundle has an export made from its current weights and onnxruntime is installed;
-            torch, with a warning, when the export is stale).
+        backend: ``onnx`` (onnxruntime, no torch), ``onnx-int8`` (the int8 model that passed
+            its parity check, ``melanoscan export --int8``), ``torch``, or ``auto`` (with
+            onnxruntime installed, the int8 model when the bundle has one that passed its
+            parity check for its current weights and calibration, else the fp32 ONNX export
+            when it was made from the current weights; else torch, with a warning when an
+            export is stale).
         use_gate: assess images with the bundle's gate; ``False`` loads none (and does not warn
             about a missing one): for fitting a gate.
         micro_batching: merge forward passes that threads request at the same time into one
@@ -146,7 +151,9 @@ class Predictor:
     Raises:
         BundleError: ``backend="onnx"`` but the bundle has no ONNX export, or it was made from
             other weights, or it predates the bundle's gate (no ``features`` output): run
-            ``melanoscan export`` again.
+            ``melanoscan export`` again; ``backend="onnx-int8"`` but the bundle has no int8
+            model with a passing parity record for its present weights and calibration: run
+            ``melanoscan export --int8``.
     """
 
     def __init__(
@@ -168,6 +175,13 @@ class Predictor:
                 stacklevel=2,
             )
         self.alert_threshold = float(DEFAULT_ALERT_THRESHOLD if threshold is None else threshold)
+        if threshold is not None and calibration_state(self.path, self.metadata) == "stale":
+            warnings.warn(
+                f"{self.path}: the temperature and alert threshold were fitted for other weights "
+                f"than its {WEIGHTS_FILE} (e.g. before they were stored in half precision); "
+                f"run melanoscan calibrate --model {self.path} --data HELD_OUT_DATA",
+                stacklevel=2,
+            )
         self._melanoma = self.classes.index(taxonomy.MELANOMA)
         self.gate: Gate | None = load_gate(self.path, self.metadata) if use_gate else None
         if self.gate is None and use_gate:
@@ -180,8 +194,8 @@ class Predictor:
         self.backend, self._run = open_runner(self.path, self.metadata, backend,
                                               needs_features=self.gate is not None)
         warn_if_versions_differ(self.path, self.metadata,
-                                ("Pillow", "numpy", "onnxruntime" if self.backend == "onnx"
-                                 else "torch"))
+                                ("Pillow", "numpy", "torch" if self.backend == "torch"
+                                 else "onnxruntime"))
         if micro_batching:
             self._run = MicroBatcher(self._run)
 
