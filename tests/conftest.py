@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,19 @@ import pytest
 from PIL import Image
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests (and the commands they start) never write to the user's cache: resized training
+    images, the shipped model's ONNX export made on first use."""
+    previous = os.environ.get("MELANOSCAN_CACHE_DIR")
+    os.environ["MELANOSCAN_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        del os.environ["MELANOSCAN_CACHE_DIR"]
+    else:
+        os.environ["MELANOSCAN_CACHE_DIR"] = previous
 
 
 def random_image(seed: int, size: tuple[int, int] = (32, 32)) -> Image.Image:

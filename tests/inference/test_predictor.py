@@ -27,6 +27,7 @@ from melanoscan.bundle import (
 )
 from melanoscan.cli import app
 from melanoscan.data.images import load_rgb
+from melanoscan.inference.backends import ON_DEMAND
 from melanoscan.inference.predictor import Predictor, expand_inputs, load_model
 from melanoscan.inference.render import FIXED_COLUMNS
 from melanoscan.taxonomy import CLASSES
@@ -280,3 +281,44 @@ def test_version_names_the_weights(onnx_bundle: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(onnx_bundle, copy)
     assert Predictor(copy).version == predictor.version  # same weights, same version
+
+
+def _shipped_without_onnx(bundle: Path, target: Path) -> Path:
+    """A copy of ``bundle`` with no ONNX file, marked to get one on demand (as the packaged
+    model is shipped)."""
+    shutil.copytree(bundle, target, ignore=shutil.ignore_patterns("*.onnx"))
+    metadata = read_metadata(target)
+    metadata.exports = {ON_DEMAND: True}
+    write_metadata(target, metadata)
+    return target
+
+
+def test_a_bundle_shipped_without_onnx_exports_it_once_into_the_cache(
+        tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MELANOSCAN_CACHE_DIR", str(tmp_path / "cache"))
+    shipped = _shipped_without_onnx(tiny_bundle, tmp_path / "shipped")
+    with pytest.warns(UserWarning, match="exporting it once"):
+        first = Predictor(shipped)
+    assert first.backend == "onnx"
+    exported = tmp_path / "cache" / "onnx" / weights_sha256(shipped)[:16] / "model.onnx"
+    assert exported.is_file() and not (shipped / "model.onnx").exists()
+    stamp = exported.stat().st_mtime_ns
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*exporting it once")
+        second = Predictor(_shipped_without_onnx(tiny_bundle, tmp_path / "another copy"))
+    assert second.backend == "onnx" and exported.stat().st_mtime_ns == stamp  # reused
+    images = [load_rgb(p) for p in EXAMPLE_FILES]
+    reference = Predictor(shipped, backend="torch").probabilities(images)
+    assert np.abs(first.probabilities(images) - reference).max() < 1e-4
+    # Only bundles marked for it: an ordinary bundle without ONNX runs on torch.
+    assert Predictor(tiny_bundle).backend == "torch"
+
+
+def test_a_failed_on_demand_export_falls_back_to_torch(
+        tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "not a folder"
+    blocker.write_text("a file where the cache should be")
+    monkeypatch.setenv("MELANOSCAN_CACHE_DIR", str(blocker))
+    shipped = _shipped_without_onnx(tiny_bundle, tmp_path / "shipped")
+    with pytest.warns(UserWarning, match="could not export"):
+        assert Predictor(shipped).backend == "torch"

@@ -4,17 +4,22 @@
 current weights and calibration (:func:`melanoscan.bundle.int8_state`), else the fp32 ONNX
 export when it was made from the bundle's current weights (and has the gate's ``features``
 output when a gate needs it), else torch; onnxruntime must be installed for either ONNX model.
-An export that exists but cannot be used is passed over with a warning.
+An export that exists but cannot be used is passed over with a warning. A bundle shipped
+without its fp32 export to stay small (``exports.onnx_on_demand``, as the packaged model is)
+gets one made on first use, in the user cache (:func:`on_demand_export`).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from melanoscan.bundle import (
+    ONNX_FILE,
     WEIGHTS_FILE,
     BundleError,
     BundleMetadata,
@@ -22,13 +27,18 @@ from melanoscan.bundle import (
     int8_state,
     onnx_path,
     onnx_state,
+    read_metadata,
+    weights_sha256,
 )
 from melanoscan.inference.engine import Runner
 
-__all__ = ["BACKENDS", "INT8_BACKEND", "open_runner"]
+__all__ = ["BACKENDS", "INT8_BACKEND", "ON_DEMAND", "on_demand_export", "open_runner"]
 
 INT8_BACKEND = "onnx-int8"
 BACKENDS = ("auto", "onnx", INT8_BACKEND, "torch")
+ON_DEMAND = "onnx_on_demand"
+"""Key of ``exports`` in bundle.json: the bundle ships without ``model.onnx`` on purpose, and
+``auto`` exports one into the user cache when first needed."""
 
 
 def open_runner(
@@ -54,6 +64,10 @@ def open_runner(
     onnx_file = onnx_path(path, metadata)
     export = f"run: melanoscan export --model {path}"
     state = onnx_state(path, metadata)
+    if requested == "auto" and state == "absent" and metadata.exports.get(ON_DEMAND):
+        cached = on_demand_export(path)
+        if cached is not None:
+            onnx_file, state = cached, "current"
     if backend == "onnx" and state == "absent":
         raise BundleError(f"{path} has no ONNX export ({onnx_file.name} is missing); "
                           f"{export}, or use --backend torch")
@@ -111,6 +125,54 @@ def _int8_runner(
     if state != "absent" and _has_onnxruntime():
         warnings.warn(f"{problem}. Passing over the int8 model.", stacklevel=4)
     return None
+
+
+def on_demand_export(path: Path) -> Path | None:
+    """The fp32 ONNX model of a bundle's weights, exported once into the user cache.
+
+    Kept under ``<cache>/onnx/<first 16 hex digits of the weights' SHA-256>/`` (the cache of
+    :func:`melanoscan.data.cache.default_cache_dir`), so every copy of the same weights shares
+    it; made and checked by :func:`melanoscan.inference.export.export_onnx` in a folder of its
+    own, then renamed into place, so that concurrent first uses cannot leave a half-written
+    model. ``None`` (with a warning) when onnxruntime is missing or the export fails: the caller
+    falls back to torch.
+    """
+    from melanoscan.data.cache import default_cache_dir
+    from melanoscan.inference.export import export_onnx
+
+    digest = weights_sha256(path)
+    if digest is None or not _has_onnxruntime():
+        return None
+    target = default_cache_dir() / "onnx" / digest[:16]
+    if _export_matches(target, digest):
+        return target / ONNX_FILE
+    warnings.warn(f"{path} ships without its ONNX model: exporting it once to {target} (a few "
+                  "seconds; later runs reuse it)", stacklevel=4)
+    scratch = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    try:
+        shutil.rmtree(scratch, ignore_errors=True)
+        export_onnx(path, scratch)
+        try:
+            scratch.rename(target)
+        except OSError:  # another process got there first: use its export if it is sound
+            shutil.rmtree(scratch, ignore_errors=True)
+        if _export_matches(target, digest):
+            return target / ONNX_FILE
+        raise BundleError(f"{target} holds another export")
+    except (OSError, RuntimeError, BundleError) as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
+        warnings.warn(f"could not export {path} to ONNX in {target} ({exc}); using torch",
+                      stacklevel=4)
+        return None
+
+
+def _export_matches(folder: Path, digest: str) -> bool:
+    """Whether ``folder`` holds a finished ONNX export of the weights with SHA-256 ``digest``."""
+    try:
+        recorded = read_metadata(folder).exports.get("onnx", {}).get("weights_sha256")
+    except BundleError:
+        return False
+    return recorded == digest and (folder / ONNX_FILE).is_file()
 
 
 def _has_onnxruntime() -> bool:
