@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
+import os
 import socket
 import statistics
 import threading
@@ -259,6 +260,29 @@ def abuse_run(url: str, pid: int, payloads: list[bytes], names: list[str],
     }
 
 
+def _cores(payload: dict[str, Any]) -> str:
+    cores = payload.get("cores")
+    if cores:
+        return (f"server pinned to CPU core {cores['server']}, load generator to "
+                f"{cores['load_generator']}")
+    return f"{payload['machine']['cpu_cores']} CPU cores shared with the load generator"
+
+
+def pin(server_pid: int) -> dict[str, list[int]]:
+    """Every thread of the server on the last core, this process (and the client threads it
+    starts later) on the others, so that the load generator's own work, the abusers' included,
+    does not take the server's CPU: the loopback stands in for a network between two machines.
+    """
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit("--pin needs at least 2 CPU cores")
+    server, clients = {cores[-1]}, set(cores[:-1])
+    for task in Path(f"/proc/{server_pid}/task").iterdir():  # threads made later inherit it
+        os.sched_setaffinity(int(task.name), server)
+    os.sched_setaffinity(0, clients)
+    return {"server": sorted(server), "load_generator": sorted(clients)}
+
+
 def print_abuse(result: dict[str, Any]) -> None:
     calm, loud = result["undisturbed"], result["under_abuse"]
     print(f"normal clients ({result['clients']}): p95 {calm['p95_ms']:.0f} ms undisturbed, "
@@ -279,7 +303,7 @@ def abuse_section(payload: dict[str, Any], args: Any) -> str:
     return f"""
 `{payload['command']}`: {result['clients']} normal clients send {args.requests} requests
 undisturbed, then again alongside the abusive clients below ({payload['backend']}, 1 process,
-{payload['machine']['cpu_cores']} CPU cores shared with the load generator).
+{_cores(payload)}).
 
 | normal clients | p50 ms | p95 ms | errors |
 |---|---|---|---|
@@ -308,6 +332,9 @@ def main() -> None:
                         help="server setting (default: the server's own)")
     parser.add_argument("--no-write", action="store_true", help="print only (quick check)")
     abuse = parser.add_argument_group("abuse run")
+    parser.add_argument("--pin", action="store_true",
+                        help="server on the last CPU core, load generator on the others (as "
+                             "if on separate machines; needs at least 2 cores)")
     abuse.add_argument("--abuse", action="store_true",
                        help="normal clients (the largest --clients) alongside abusive ones")
     abuse.add_argument("--abusers", type=int, default=2, help="threads per abusive kind")
@@ -330,6 +357,7 @@ def main() -> None:
         server_args += ["--max-waiting", str(args.max_waiting)]
     with server_process(model, server_args) as (url, process):
         backend = httpx2.get(f"{url}/healthz").json()["backend"]
+        cores = pin(process.pid) if args.pin else None
         if args.abuse:
             result = abuse_run(url, process.pid, payloads, names, args)
             print_abuse(result)
@@ -346,7 +374,8 @@ def main() -> None:
     payload = {"command": command(), "machine": machine(), "model": str(model),
                "backend": backend, "gradcam": args.gradcam,
                "images": f"{len(files)} files from {args.images.name}/",
-               "server": {"workers": 1, "max_concurrent": args.max_concurrent}}
+               "server": {"workers": 1, "max_concurrent": args.max_concurrent},
+               "cores": cores}
     if args.abuse:
         payload["abuse"] = result
         write_results("serve_load_abuse", payload)
@@ -362,7 +391,7 @@ def main() -> None:
     )
     update_section("serve_load", "Service under load (loopback)", f"""
 `{payload['command']}`: `melanoscan serve` (1 process, {args.max_concurrent} inference at a time,
-{backend}) on {payload['machine']['cpu_cores']} CPU cores shared with the load generator;
+{backend}) on {_cores(payload)};
 {args.images_per_request} image(s) per request from {payload['images']}, Grad-CAM
 {'on' if args.gradcam else 'off'}.
 

@@ -1,8 +1,12 @@
-"""Ship a trained bundle inside the package: ONNX export, test figures, model card.
+"""Ship a trained bundle inside the package: test figures, model card.
 
-Copies the bundle to ``src/melanoscan/model/`` (weights, metadata, ONNX), records the test-set
-figures measured by ``benchmarks/accuracy.py`` in its metadata, and writes
-``docs/MODEL_CARD.md``.
+Copies the bundle to ``src/melanoscan/model/`` (weights, metadata, gate, and an int8 model if it
+passed its parity check), records the test-set figures measured by ``benchmarks/accuracy.py``
+in its metadata, and writes ``docs/MODEL_CARD.md``. The fp32 ONNX model is not shipped (it
+would double the bundle's size in every commit of it): the bundle is marked
+``exports.onnx_on_demand``, so prediction exports it once into the user cache
+(:func:`melanoscan.inference.backends.on_demand_export`). Halve the weights first
+(``melanoscan export --half-weights``, then recalibrate and refit the gate) to ship under 10 MB.
 
     python benchmarks/ship_model.py --bundle runs/lite0/bundle --accuracy-name lite0
 """
@@ -17,9 +21,9 @@ from pathlib import Path
 import pandas as pd
 from experiments import FIRST_HAM10000_ID, figures_of, validation_figures
 
-from melanoscan.bundle import default_bundle_path, read_metadata, write_metadata
+from melanoscan.bundle import ONNX_FILE, default_bundle_path, read_metadata, write_metadata
 from melanoscan.evaluation.report import format_estimate
-from melanoscan.inference.export import export_onnx
+from melanoscan.inference.backends import ON_DEMAND
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCURACY = ROOT / "benchmarks" / "results" / "accuracy.json"
@@ -61,11 +65,12 @@ def main() -> None:
     target = default_bundle_path()
     if target.exists():
         shutil.rmtree(target)
-    shutil.copytree(args.bundle, target, ignore=shutil.ignore_patterns("*.onnx"))
+    shutil.copytree(args.bundle, target, ignore=shutil.ignore_patterns(ONNX_FILE))
     for plot in PLOTS:  # the run's curves and validation confusion matrix, for the card
         shutil.copy(args.bundle.parent / plot, IMAGES / f"shipped_{plot}")
-    export_onnx(target)  # folds static padding (about 2x fp32 speed)
     metadata = read_metadata(target)
+    metadata.exports.pop("onnx", None)
+    metadata.exports[ON_DEMAND] = True
     metadata.name = "melanoscan-efficientnet-lite0"
     metadata.test_metrics = {
         name: {"images": test["images"], "taxonomy": test["taxonomy"],
