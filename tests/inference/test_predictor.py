@@ -307,6 +307,7 @@ def test_a_bundle_shipped_without_onnx_exports_it_once_into_the_cache(
         warnings.filterwarnings("error", message=".*exporting it once")
         second = Predictor(_shipped_without_onnx(tiny_bundle, tmp_path / "another copy"))
     assert second.backend == "onnx" and exported.stat().st_mtime_ns == stamp  # reused
+    assert Predictor(shipped, backend="onnx").backend == "onnx"
     images = [load_rgb(p) for p in EXAMPLE_FILES]
     reference = Predictor(shipped, backend="torch").probabilities(images)
     assert np.abs(first.probabilities(images) - reference).max() < 1e-4

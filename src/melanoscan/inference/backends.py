@@ -6,7 +6,8 @@ export when it was made from the bundle's current weights (and has the gate's ``
 output when a gate needs it), else torch; onnxruntime must be installed for either ONNX model.
 An export that exists but cannot be used is passed over with a warning. A bundle shipped
 without its fp32 export to stay small (``exports.onnx_on_demand``, as the packaged model is)
-gets one made on first use, in the user cache (:func:`on_demand_export`).
+gets one made on first use, in the user cache (:func:`on_demand_export`), for ``auto`` and
+``onnx`` alike.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def open_runner(
     onnx_file = onnx_path(path, metadata)
     export = f"run: melanoscan export --model {path}"
     state = onnx_state(path, metadata)
-    if requested == "auto" and state == "absent" and metadata.exports.get(ON_DEMAND):
+    if requested in ("auto", "onnx") and state == "absent" and metadata.exports.get(ON_DEMAND):
         cached = on_demand_export(path)
         if cached is not None:
             onnx_file, state = cached, "current"
