@@ -139,7 +139,6 @@ def on_demand_export(path: Path) -> Path | None:
     falls back to torch.
     """
     from melanoscan.data.cache import default_cache_dir
-    from melanoscan.inference.export import export_onnx
 
     digest = weights_sha256(path)
     if digest is None or not _has_onnxruntime():
@@ -151,6 +150,8 @@ def on_demand_export(path: Path) -> Path | None:
                   "seconds; later runs reuse it)", stacklevel=4)
     scratch = target.with_name(f"{target.name}.{os.getpid()}.partial")
     try:
+        from melanoscan.inference.export import export_onnx  # torch: only to make the export
+
         shutil.rmtree(scratch, ignore_errors=True)
         export_onnx(path, scratch)
         try:

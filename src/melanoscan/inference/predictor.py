@@ -140,7 +140,8 @@ class Predictor:
             its parity check, ``melanoscan export --int8``), ``torch``, or ``auto`` (with
             onnxruntime installed, the int8 model when the bundle has one that passed its
             parity check for its current weights and calibration, else the fp32 ONNX export
-            when it was made from the current weights; else torch, with a warning when an
+            when it was made from the current weights, or made on first use for a bundle
+            shipped without one, as the packaged model is; else torch, with a warning when an
             export is stale).
         use_gate: assess images with the bundle's gate; ``False`` loads none (and does not warn
             about a missing one): for fitting a gate.
