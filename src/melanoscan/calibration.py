@@ -11,6 +11,7 @@ import numpy as np
 from melanoscan import taxonomy
 
 __all__ = [
+    "DEFAULT_ALERT_THRESHOLD",
     "alert_threshold",
     "calibrate",
     "expected_calibration_error",
@@ -18,6 +19,9 @@ __all__ = [
     "log_loss",
     "softmax",
 ]
+
+DEFAULT_ALERT_THRESHOLD = 0.5
+"""The melanoma alert threshold of a bundle that was never calibrated."""
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

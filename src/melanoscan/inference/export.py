@@ -37,13 +37,11 @@ from melanoscan.bundle import (
     weights_sha256,
     write_metadata,
 )
+from melanoscan.calibration import DEFAULT_ALERT_THRESHOLD
 from melanoscan.inference.quantize import QuantizationSettings
 from melanoscan.models.features import LogitsAndFeatures
 
 __all__ = ["OPSET", "Int8Export", "export_int8", "export_onnx"]
-
-DEFAULT_ALERT_THRESHOLD = 0.5
-"""The alert threshold of an uncalibrated bundle (as :class:`melanoscan.Predictor` uses)."""
 
 OPSET = 17
 

@@ -35,7 +35,7 @@ from melanoscan.bundle import (
     warn_if_versions_differ,
     weights_sha256,
 )
-from melanoscan.calibration import softmax
+from melanoscan.calibration import DEFAULT_ALERT_THRESHOLD, softmax
 from melanoscan.data.folders import file_problem, list_files
 from melanoscan.data.images import ImageSource, is_image_file
 from melanoscan.gate import FLAGGED, UNCHECKED, VERDICT_LABELS, Gate, GateVerdict, load_gate
@@ -58,8 +58,6 @@ __all__ = [
     "expand_inputs",
     "load_model",
 ]
-
-DEFAULT_ALERT_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
