@@ -311,6 +311,10 @@ def test_a_bundle_shipped_without_onnx_exports_it_once_into_the_cache(
     images = [load_rgb(p) for p in EXAMPLE_FILES]
     reference = Predictor(shipped, backend="torch").probabilities(images)
     assert np.abs(first.probabilities(images) - reference).max() < 1e-4
+    # A broken leftover in its place is replaced, not trusted.
+    (exported.parent / "bundle.json").write_text("{}")
+    with pytest.warns(UserWarning, match="exporting it once"):
+        assert Predictor(shipped).backend == "onnx"
     # Only bundles marked for it: an ordinary bundle without ONNX runs on torch.
     assert Predictor(tiny_bundle).backend == "torch"
 

@@ -154,6 +154,8 @@ def on_demand_export(path: Path) -> Path | None:
 
         shutil.rmtree(scratch, ignore_errors=True)
         export_onnx(path, scratch)
+        if target.exists():  # a broken leftover (its export did not match above)
+            shutil.rmtree(target, ignore_errors=True)
         try:
             scratch.rename(target)
         except OSError:  # another process got there first: use its export if it is sound
