@@ -26,8 +26,9 @@ import numpy as np
 from _report import RESULTS, command, machine, update_section, write_results
 from PIL import Image
 
-from melanoscan.bundle import resolve_bundle_path
+from melanoscan.bundle import int8_state, read_metadata, resolve_bundle_path
 from melanoscan.data.images import decode, is_image_file
+from melanoscan.inference.backends import INT8_BACKEND
 from melanoscan.inference.predictor import Predictor
 
 BATCH_SIZES = (1, 8, 32)
@@ -99,7 +100,10 @@ def main() -> None:
         files = upscaled(files, args.upscale, Path(scratch.name))
     bundle = resolve_bundle_path(args.model)
     results = {}
-    for backend in ("torch", "onnx"):
+    backends = ["torch", "onnx"]
+    if int8_state(bundle, read_metadata(bundle)) == "current":
+        backends.append(INT8_BACKEND)
+    for backend in backends:
         predictor = Predictor(bundle, backend=backend)
         median, p95 = latency(predictor, files, args.repeats)
         results[backend] = {
