@@ -23,18 +23,10 @@ from _report import RESULTS, ROOT, command, machine, update_section, write_resul
 
 from melanoscan import taxonomy
 from melanoscan.bundle import ONNX_FILE, read_metadata, resolve_bundle_path
+from melanoscan.inference.bundle_images import calibration_inputs, labelled_inputs
 from melanoscan.inference.onnx_graph import fold_static_padding
-from melanoscan.inference.quantize import (
-    INT8_ONNX_FILE,
-    QuantizationSettings,
-    calibration_inputs,
-    labelled_inputs,
-    onnx_session,
-    parity_report,
-    passes,
-    quantize_int8,
-    run_onnx,
-)
+from melanoscan.inference.parity import onnx_session, parity_report, passes, run_onnx
+from melanoscan.inference.quantize import INT8_ONNX_FILE, QuantizationSettings, quantize_int8
 from melanoscan.preprocess import Preprocessing
 
 RESULT = RESULTS / "quantize_parity.json"

@@ -26,7 +26,7 @@ from melanoscan.bundle import (
     write_metadata,
 )
 from melanoscan.cli import app
-from melanoscan.inference import quantize
+from melanoscan.inference import parity, quantize
 from melanoscan.inference.export import export_int8
 from melanoscan.inference.predictor import Predictor
 from tests.conftest import lesion_image
@@ -50,9 +50,9 @@ def parity_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def lenient_gate(monkeypatch: pytest.MonkeyPatch) -> None:
     """A parity gate every quantisation passes: the tiny model's decisions are near ties."""
-    monkeypatch.setattr(quantize, "MIN_TOP1_AGREEMENT", 0.0)
-    monkeypatch.setattr(quantize, "MIN_ALERT_AGREEMENT", 0.0)
-    monkeypatch.setattr(quantize, "MAX_AUC_DIFFERENCE", 1.0)
+    monkeypatch.setattr(parity, "MIN_TOP1_AGREEMENT", 0.0)
+    monkeypatch.setattr(parity, "MIN_ALERT_AGREEMENT", 0.0)
+    monkeypatch.setattr(parity, "MAX_AUC_DIFFERENCE", 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +65,9 @@ def int8_bundle(
     bundle = tmp_path_factory.mktemp("int8") / "bundle"
     shutil.copytree(gated_bundle, bundle)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(quantize, "MIN_TOP1_AGREEMENT", 0.0)
-        patch.setattr(quantize, "MIN_ALERT_AGREEMENT", 0.0)
-        patch.setattr(quantize, "MAX_AUC_DIFFERENCE", 1.0)
+        patch.setattr(parity, "MIN_TOP1_AGREEMENT", 0.0)
+        patch.setattr(parity, "MIN_ALERT_AGREEMENT", 0.0)
+        patch.setattr(parity, "MAX_AUC_DIFFERENCE", 1.0)
         done = export_int8(bundle, sources=[tiny_run[1]], parity_data=[parity_data])
     assert done.written, done.reasons
     yield bundle
@@ -100,7 +100,7 @@ def test_export_int8_refuses_a_model_that_fails_parity(
     tiny_run: tuple[Path, Path], parity_data: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(quantize, "MIN_TOP1_AGREEMENT", 1.01)  # impossible
+    monkeypatch.setattr(parity, "MIN_TOP1_AGREEMENT", 1.01)  # impossible
     bundle = _copy(tiny_run[0], tmp_path / "bundle")
     before = (bundle / "bundle.json").read_text()
     result = runner.invoke(app, ["export", "--model", str(bundle), "--int8", "--data",

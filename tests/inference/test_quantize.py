@@ -14,21 +14,21 @@ from torch import nn
 
 from melanoscan.bundle import BundleMetadata, write_metadata
 from melanoscan.data.images import pixel_hash
-from melanoscan.inference.onnx_graph import fold_static_padding
-from melanoscan.inference.quantize import (
-    GateVerdict,
-    QuantizationError,
-    QuantizationSettings,
+from melanoscan.inference.bundle_images import (
     calibration_files,
     calibration_inputs,
     labelled_inputs,
+)
+from melanoscan.inference.onnx_graph import fold_static_padding
+from melanoscan.inference.parity import (
+    GateVerdict,
     onnx_session,
     parity_from_logits,
     parity_report,
     passes,
-    quantize_int8,
     run_onnx,
 )
+from melanoscan.inference.quantize import QuantizationError, QuantizationSettings, quantize_int8
 from melanoscan.inference.weight_rounding import int8_grid, prepare_weights
 from melanoscan.preprocess import Preprocessing
 from tests.conftest import random_image

@@ -115,7 +115,7 @@ class Int8Export:
     Args:
         written: the int8 model passed its parity check and was written into the bundle.
         path: where it was (or would have been) written.
-        report: the parity figures (:func:`melanoscan.inference.quantize.parity_report`), with
+        report: the parity figures (:func:`melanoscan.inference.parity.parity_report`), with
             ``data`` (the images checked on).
         reasons: one line per parity criterion missed (empty when written).
     """
@@ -138,7 +138,7 @@ def export_int8(
 
     The fp32 ONNX export is used when the bundle has a current one, else made in a temporary
     folder (the bundle gets no ``model.onnx``). Calibration reads the bundle's training images;
-    the parity check (:func:`melanoscan.inference.quantize.passes`) compares fp32 and int8 on
+    the parity check (:func:`melanoscan.inference.parity.passes`) compares fp32 and int8 on
     labelled images with the bundle's temperature and alert threshold. Only a passing model is
     written (``model.int8.onnx``), with its record in ``exports.onnx_int8`` (weights' SHA-256,
     settings, parity figures), which ``--backend auto`` requires before it picks the model.
@@ -160,14 +160,13 @@ def export_int8(
         QuantizationError: no calibration or parity image found, or nothing quantised.
     """
     from melanoscan import taxonomy
-    from melanoscan.inference.quantize import (
+    from melanoscan.inference.bundle_images import (
         calibration_inputs,
         labelled_inputs,
-        parity_report,
-        passes,
-        quantize_int8,
         validation_inputs,
     )
+    from melanoscan.inference.parity import parity_report, passes
+    from melanoscan.inference.quantize import quantize_int8
 
     bundle_dir = Path(bundle_dir)
     metadata = read_metadata(bundle_dir)

@@ -1,17 +1,16 @@
-"""Static int8 quantisation of an exported ONNX model, and the parity gate it must pass.
+"""Static int8 quantisation of an exported ONNX model.
 
 onnxruntime's own tooling does the work: :func:`quantize_int8` folds the exported padding
 (:mod:`melanoscan.inference.onnx_graph`), runs ``quant_pre_process`` (shape inference, graph
 optimisation), rounds the weights onto the int8 grid with preserved kernel sums and corrected
 biases (:mod:`melanoscan.inference.weight_rounding`), then ``quantize_static`` in QDQ format
 with per-channel int8 weights, calibrated on preprocessed training images
-(:func:`calibration_inputs`).
+(:func:`melanoscan.inference.bundle_images.calibration_inputs`).
 Dynamic quantisation is not offered: it quantises only MatMul/Gemm-like ops well and is known
 to break the depthwise convolutions of EfficientNet-Lite.
 
-A quantised model is only worth shipping if it decides like the fp32 one.
-:func:`parity_report` compares the two on labelled images and :func:`passes` applies the gate:
-top-1 agreement >= 99%, melanoma AUC within 0.005, identical alert decision on >= 99% of images.
+A quantised model is only worth shipping if it decides like the fp32 one: the parity gate is in
+:mod:`melanoscan.inference.parity`.
 """
 
 from __future__ import annotations
@@ -21,42 +20,25 @@ import io
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from melanoscan.bundle import INT8_ONNX_FILE
-from melanoscan.calibration import softmax
 from melanoscan.inference.onnx_graph import fold_static_padding
+from melanoscan.inference.parity import input_batches
 from melanoscan.inference.weight_rounding import prepare_weights
 
 __all__ = [
     "EFFICIENTNET_FLOAT_PREFIX",
     "INT8_ONNX_FILE",
-    "MAX_AUC_DIFFERENCE",
-    "MIN_ALERT_AGREEMENT",
-    "MIN_TOP1_AGREEMENT",
-    "GateVerdict",
     "QuantizationError",
     "QuantizationSettings",
-    "bundle_split_files",
-    "calibration_files",
-    "calibration_inputs",
-    "labelled_inputs",
-    "onnx_session",
-    "parity_from_logits",
-    "parity_report",
-    "passes",
     "quantize_int8",
-    "run_onnx",
-    "validation_inputs",
 ]
 
-MIN_TOP1_AGREEMENT = 0.99
-MAX_AUC_DIFFERENCE = 0.005
-MIN_ALERT_AGREEMENT = 0.99
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 EFFICIENTNET_FLOAT_PREFIX = (
     "/model/stem/*",
@@ -180,7 +162,7 @@ def quantize_int8(
 
     settings = settings or QuantizationSettings()
     fp32_onnx, output = Path(fp32_onnx), Path(output)
-    batches = list(_batches(calibration_inputs, batch_size))
+    batches = list(input_batches(calibration_inputs, batch_size))
     if not batches:
         raise QuantizationError("no calibration input given")
     model = onnx.load(str(fp32_onnx), load_external_data=False)
@@ -281,374 +263,3 @@ class _BatchReader:
         if item is None:
             raise StopIteration
         return item
-
-
-def _batches(inputs: Iterable[np.ndarray] | np.ndarray, size: int) -> Iterator[np.ndarray]:
-    """Contiguous float32 batches of at most ``size`` from inputs and/or batches of inputs."""
-    if isinstance(inputs, np.ndarray):
-        inputs = [inputs]
-    pending: list[np.ndarray] = []
-    count = 0
-    for item in inputs:
-        array = np.asarray(item, dtype=np.float32)
-        array = array[None] if array.ndim == 3 else array
-        if array.ndim != 4:
-            raise ValueError(f"model inputs must be (3, S, S) or (N, 3, S, S), got {array.shape}")
-        pending.append(array)
-        count += len(array)
-        while count >= size:
-            joined = np.concatenate(pending)
-            yield np.ascontiguousarray(joined[:size])
-            pending, count = [joined[size:]], len(joined) - size
-    if count:
-        yield np.ascontiguousarray(np.concatenate(pending))
-
-
-def calibration_files(
-    bundle_dir: Path, count: int = 300, seed: int = 0, sources: Sequence[str | Path] | None = None
-) -> list[Path]:
-    """A class-balanced random sample of the images a bundle was trained on.
-
-    The bundle lists its training images by content hash (``training_images.csv``); candidates
-    from its training sources are decoded, hashed and kept when they are training (not
-    validation) images, taking the classes in turn so that rare classes are represented.
-
-    Args:
-        bundle_dir: the bundle.
-        count: how many images.
-        seed: sampling seed.
-        sources: data sources to look in (``None``: the bundle's ``training.sources``, as
-            recorded, i.e. relative to where it was trained).
-
-    Raises:
-        QuantizationError: the bundle lists no training image or none was found.
-    """
-    return [path for path, _ in bundle_split_files(bundle_dir, "train", count, seed, sources)]
-
-
-def bundle_split_files(
-    bundle_dir: Path,
-    split: str,
-    count: int,
-    seed: int = 0,
-    sources: Sequence[str | Path] | None = None,
-    balanced: bool = True,
-) -> list[tuple[Path, str]]:
-    """A random sample of the images of one split (``train`` or ``val``) of a bundle's training.
-
-    Candidates from the sources are decoded, hashed and kept when ``training_images.csv`` lists
-    their content under ``split``; each content at most once.
-
-    Args:
-        bundle_dir: the bundle.
-        split: ``train`` (e.g. to calibrate a quantisation) or ``val`` (to check it).
-        count: how many images (fewer when the sources hold fewer).
-        seed: sampling seed.
-        sources: data sources to look in (``None``: the bundle's ``training.sources``, as
-            recorded, i.e. relative to where it was trained).
-        balanced: take the classes in turn, so that rare classes are represented; else a
-            plain random sample, with the split's class mix.
-
-    Returns:
-        ``(path, label)`` pairs.
-
-    Raises:
-        QuantizationError: the bundle lists no image of ``split`` or none was found.
-    """
-    from melanoscan.bundle import TRAINING_IMAGES_FILE, read_metadata
-    from melanoscan.data.images import ImageDecodeError, decode, pixel_hash
-    from melanoscan.data.sources import read_sources
-
-    bundle_dir = Path(bundle_dir)
-    listed = bundle_dir / TRAINING_IMAGES_FILE
-    if not listed.is_file():
-        raise QuantizationError(f"{bundle_dir} lists no training images ({listed.name})")
-    import pandas as pd
-
-    trained = pd.read_csv(listed)
-    hashes = set(trained.loc[trained["split"] == split, "content_hash"])
-    sources = list(sources or read_metadata(bundle_dir).training.get("sources") or [])
-    if not hashes or not sources:
-        raise QuantizationError(f"{bundle_dir} records no {split} image or no source")
-    table = read_sources(sources).images
-    rng = np.random.default_rng(seed)
-    groups = table.groupby("label", sort=True) if balanced else [("", table)]
-    queues = [list(rng.permutation(group[["path", "label"]].to_numpy()))
-              for _, group in groups]
-    picked: list[tuple[Path, str]] = []
-    seen: set[str] = set()
-    while len(picked) < count and any(queues):
-        for queue in queues:
-            while queue:
-                path, label = queue.pop()
-                try:
-                    digest = pixel_hash(decode(Path(path)).image)
-                except ImageDecodeError:
-                    continue
-                if digest in hashes and digest not in seen:
-                    seen.add(digest)
-                    picked.append((Path(path), str(label)))
-                    break
-            if len(picked) == count:
-                break
-    if not picked:
-        raise QuantizationError(f"none of the {split} images of {bundle_dir} is in "
-                                f"{', '.join(map(str, sources))}")
-    return picked
-
-
-def validation_inputs(
-    bundle_dir: Path, count: int = 1000, seed: int = 0,
-    sources: Sequence[str | Path] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Preprocessed inputs and melanoma truth of a random sample of a bundle's validation images,
-    for :func:`parity_report` (:func:`bundle_split_files` with ``split="val"``, unbalanced).
-
-    Args:
-        bundle_dir: the bundle.
-        count: how many images.
-        seed: sampling seed.
-        sources: see :func:`bundle_split_files`.
-    """
-    from melanoscan import taxonomy
-
-    picked = bundle_split_files(bundle_dir, "val", count, seed, sources, balanced=False)
-    inputs = _preprocessed(bundle_dir, [path for path, _ in picked])
-    return inputs, np.array([label == taxonomy.MELANOMA for _, label in picked], dtype=bool)
-
-
-def _preprocessed(bundle_dir: Path, files: Sequence[Path]) -> np.ndarray:
-    """The bundle's preprocessing of image files, ``(N, 3, S, S)``."""
-    from melanoscan.bundle import read_metadata
-    from melanoscan.data.images import decode
-    from melanoscan.preprocess import Preprocessing
-
-    preprocessing = Preprocessing.from_dict(read_metadata(bundle_dir).preprocessing)
-    return np.stack([preprocessing(decode(path).image) for path in files])
-
-
-def calibration_inputs(
-    bundle_dir: Path, count: int = 300, seed: int = 0, sources: Sequence[str | Path] | None = None
-) -> np.ndarray:
-    """Preprocessed inputs ``(N, 3, S, S)`` of :func:`calibration_files`, with the bundle's recipe.
-
-    Args:
-        bundle_dir: the bundle.
-        count: how many images.
-        seed: sampling seed.
-        sources: see :func:`calibration_files`.
-    """
-    return _preprocessed(bundle_dir, calibration_files(bundle_dir, count, seed, sources))
-
-
-def labelled_inputs(
-    bundle_dir: Path, data: Path, limit: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Preprocessed inputs and melanoma truth of a labelled set, for :func:`parity_report`.
-
-    Args:
-        bundle_dir: the bundle whose preprocessing is applied.
-        data: any source :func:`melanoscan.data.sources.read_source` reads (e.g. the ISIC 2018
-            Task 3 test folder); rows are taken in path order.
-        limit: only the first ``limit`` images.
-
-    Returns:
-        ``(inputs (N, 3, S, S) float32, melanoma (N,) bool)``; unreadable files are skipped.
-    """
-    from melanoscan import taxonomy
-    from melanoscan.bundle import read_metadata
-    from melanoscan.data.images import ImageDecodeError, decode
-    from melanoscan.data.sources import read_sources
-    from melanoscan.preprocess import Preprocessing
-
-    table = read_sources([data]).images.sort_values("path").reset_index(drop=True)
-    if limit:
-        table = table.iloc[:limit]
-    preprocessing = Preprocessing.from_dict(read_metadata(bundle_dir).preprocessing)
-    arrays, melanoma = [], []
-    for path, label in zip(table["path"], table["label"], strict=True):
-        try:
-            arrays.append(preprocessing(decode(path).image))
-        except ImageDecodeError:
-            continue
-        melanoma.append(label == taxonomy.MELANOMA)
-    if not arrays:
-        raise QuantizationError(f"no readable labelled image in {data}")
-    return np.stack(arrays), np.asarray(melanoma, dtype=bool)
-
-
-def onnx_session(path: Path, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session (all graph optimisations; QDQ pairs fuse into int8 kernels).
-
-    Args:
-        path: the ONNX model.
-        threads: intra-op threads (``None``: onnxruntime's default, one per core).
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def run_onnx(
-    session: Any, inputs: np.ndarray | Iterable[np.ndarray], batch_size: int = 64
-) -> dict[str, np.ndarray]:
-    """Every output of ``session`` for ``inputs``, by output name, batches concatenated.
-
-    Args:
-        session: an onnxruntime session (see :func:`onnx_session`).
-        inputs: preprocessed inputs ``(N, 3, S, S)`` or an iterable of inputs and/or batches.
-        batch_size: images per ``run`` call.
-    """
-    input_name = session.get_inputs()[0].name
-    names = [o.name for o in session.get_outputs()]
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for batch in _batches(inputs, batch_size):
-        for name, value in zip(names, session.run(None, {input_name: batch}), strict=True):
-            parts[name].append(value)
-    return {name: np.concatenate(values) for name, values in parts.items() if values}
-
-
-def parity_from_logits(
-    fp32_logits: np.ndarray,
-    int8_logits: np.ndarray,
-    labels_melanoma: np.ndarray,
-    temperature: float,
-    alert_threshold: float,
-    melanoma_index: int,
-) -> dict[str, Any]:
-    """The parity figures of two models' logits on the same labelled images.
-
-    Args:
-        fp32_logits: reference logits ``(N, classes)``.
-        int8_logits: candidate logits ``(N, classes)``.
-        labels_melanoma: ``(N,)`` truth, true for melanoma.
-        temperature: the bundle's calibration temperature.
-        alert_threshold: the bundle's melanoma alert threshold (on the calibrated probability).
-        melanoma_index: melanoma's column in the logits.
-
-    Returns:
-        ``images``, ``top1_agreement``, ``melanoma_auc_fp32`` / ``_int8`` (``None`` when the
-        labels hold one class only), ``auc_difference`` (int8 - fp32), ``alert_agreement``,
-        ``alerts_fp32`` / ``_int8``, ``max_abs_logit_difference``, ``mean_abs_logit_difference``,
-        ``max_abs_melanoma_probability_difference``.
-    """
-    from sklearn.metrics import roc_auc_score
-
-    reference = np.asarray(fp32_logits, dtype=np.float64)
-    candidate = np.asarray(int8_logits, dtype=np.float64)
-    labels = np.asarray(labels_melanoma).astype(bool)
-    if reference.shape != candidate.shape or reference.ndim != 2:
-        raise ValueError(f"logits must have equal (N, classes) shapes, got {reference.shape} "
-                         f"and {candidate.shape}")
-    if len(labels) != len(reference) or not len(labels):
-        raise ValueError("one melanoma label per image, and at least one image, are needed")
-    p_ref = softmax(reference, temperature)[:, melanoma_index]
-    p_new = softmax(candidate, temperature)[:, melanoma_index]
-    both_classes = 0 < labels.sum() < len(labels)
-    auc_ref = float(roc_auc_score(labels, p_ref)) if both_classes else None
-    auc_new = float(roc_auc_score(labels, p_new)) if both_classes else None
-    difference = reference - candidate
-    return {
-        "images": len(labels),
-        "melanoma_images": int(labels.sum()),
-        "top1_agreement": float(np.mean(reference.argmax(1) == candidate.argmax(1))),
-        "melanoma_auc_fp32": auc_ref,
-        "melanoma_auc_int8": auc_new,
-        "auc_difference": None if auc_ref is None or auc_new is None else auc_new - auc_ref,
-        "alert_agreement": float(np.mean((p_ref >= alert_threshold) == (p_new >= alert_threshold))),
-        "alerts_fp32": int((p_ref >= alert_threshold).sum()),
-        "alerts_int8": int((p_new >= alert_threshold).sum()),
-        "max_abs_logit_difference": float(np.abs(difference).max()),
-        "mean_abs_logit_difference": float(np.abs(difference).mean()),
-        "max_abs_melanoma_probability_difference": float(np.abs(p_ref - p_new).max()),
-        "temperature": float(temperature),
-        "alert_threshold": float(alert_threshold),
-    }
-
-
-def parity_report(
-    fp32_onnx: Path,
-    int8_onnx: Path,
-    inputs: np.ndarray | Iterable[np.ndarray],
-    labels_melanoma: np.ndarray,
-    temperature: float,
-    alert_threshold: float,
-    melanoma_index: int,
-    logits_output: str = "logits",
-) -> dict[str, Any]:
-    """Run both models on the same preprocessed inputs and compare (:func:`parity_from_logits`).
-
-    Outputs other than the logits (e.g. features) are compared too: their maximum absolute
-    difference is under ``other_outputs``.
-
-    Args:
-        fp32_onnx: the reference model.
-        int8_onnx: the quantised model.
-        inputs: preprocessed inputs ``(N, 3, S, S)`` (or an iterable of inputs / batches).
-        labels_melanoma: ``(N,)`` truth, true for melanoma.
-        temperature: the bundle's calibration temperature.
-        alert_threshold: the bundle's melanoma alert threshold.
-        melanoma_index: melanoma's column in the logits.
-        logits_output: name of the logits output (the first output when no output has it).
-    """
-    if not isinstance(inputs, np.ndarray):
-        inputs = list(inputs)
-    reference = run_onnx(onnx_session(Path(fp32_onnx)), inputs)
-    candidate = run_onnx(onnx_session(Path(int8_onnx)), inputs)
-    if list(reference) != list(candidate):
-        raise ValueError(f"the models' outputs differ: {list(reference)} vs {list(candidate)}")
-    name = logits_output if logits_output in reference else next(iter(reference))
-    report = parity_from_logits(reference[name], candidate[name], labels_melanoma, temperature,
-                                alert_threshold, melanoma_index)
-    report["other_outputs"] = {
-        other: {"max_abs_difference": float(np.abs(reference[other] - candidate[other]).max())}
-        for other in reference if other != name
-    }
-    return report
-
-
-@dataclass(frozen=True)
-class GateVerdict:
-    """Whether a quantised model passes the parity gate; true in a boolean context iff it does.
-
-    Args:
-        passed: every criterion is met.
-        reasons: one line per criterion missed (empty when passed).
-    """
-
-    passed: bool
-    reasons: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-
-def passes(report: dict[str, Any]) -> GateVerdict:
-    """The parity gate: top-1 agreement >= 99%, |AUC difference| <= 0.005, alerts agree >= 99%.
-
-    Args:
-        report: from :func:`parity_report` or :func:`parity_from_logits`.
-    """
-    reasons = []
-    top1 = report["top1_agreement"]
-    if top1 < MIN_TOP1_AGREEMENT:
-        reasons.append(f"top-1 agreement {top1:.2%} is below {MIN_TOP1_AGREEMENT:.0%}")
-    difference = report.get("auc_difference")
-    if difference is None:
-        reasons.append("melanoma AUC cannot be compared: the images need both melanoma and "
-                       "other lesions")
-    elif abs(difference) > MAX_AUC_DIFFERENCE:
-        reasons.append(
-            f"melanoma AUC moves by {difference:+.4f} ({report['melanoma_auc_fp32']:.4f} -> "
-            f"{report['melanoma_auc_int8']:.4f}), more than {MAX_AUC_DIFFERENCE}"
-        )
-    alerts = report["alert_agreement"]
-    if alerts < MIN_ALERT_AGREEMENT:
-        reasons.append(f"identical alert decision on {alerts:.2%} of images, below "
-                       f"{MIN_ALERT_AGREEMENT:.0%}")
-    return GateVerdict(not reasons, reasons)
