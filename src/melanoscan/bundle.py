@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from melanoscan import __version__
+from melanoscan.calibration import DEFAULT_ALERT_THRESHOLD
 from melanoscan.files import NAME_ERRORS, atomic_write, staged_directory, write_csv
 from melanoscan.preprocess import Preprocessing
 
@@ -490,7 +491,8 @@ def int8_state(directory: Path | str, metadata: BundleMetadata) -> OnnxState:
     calibration = metadata.calibration
     if (record.get("weights_sha256") != weights_sha256(directory)
             or parity.get("temperature") != float(calibration.get("temperature") or 1.0)
-            or parity.get("alert_threshold") != float(calibration.get("alert_threshold") or 0.5)
+            or parity.get("alert_threshold") != float(calibration.get("alert_threshold")
+                                                      or DEFAULT_ALERT_THRESHOLD)
             or record.get("sha256") != file_sha256(path)):
         return "stale"
     return "current"
