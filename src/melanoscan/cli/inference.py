@@ -124,8 +124,9 @@ def export(
     ] = None,
     int8: Annotated[
         bool,
-        typer.Option("--int8", help="Also write model.int8.onnx: quantised, calibrated on the "
-                     "bundle's training images, and kept only if it passes the parity check."),
+        typer.Option("--int8", help="Write model.int8.onnx instead of model.onnx: quantised, "
+                     "calibrated on the bundle's training images, and kept only if it passes "
+                     "the parity check."),
     ] = False,
     data: Annotated[
         list[Path] | None,
