@@ -70,17 +70,14 @@ def bundle_split_files(
     Raises:
         QuantizationError: the bundle lists no image of ``split`` or none was found.
     """
-    from melanoscan.bundle import TRAINING_IMAGES_FILE, read_metadata
+    from melanoscan.bundle import TRAINING_IMAGES_FILE, read_metadata, read_training_images
     from melanoscan.data.images import ImageDecodeError, decode, pixel_hash
     from melanoscan.data.sources import read_sources
 
     bundle_dir = Path(bundle_dir)
-    listed = bundle_dir / TRAINING_IMAGES_FILE
-    if not listed.is_file():
-        raise QuantizationError(f"{bundle_dir} lists no training images ({listed.name})")
-    import pandas as pd
-
-    trained = pd.read_csv(listed)
+    trained = read_training_images(bundle_dir)
+    if trained.empty:
+        raise QuantizationError(f"{bundle_dir} lists no training images ({TRAINING_IMAGES_FILE})")
     hashes = set(trained.loc[trained["split"] == split, "content_hash"])
     sources = list(sources or read_metadata(bundle_dir).training.get("sources") or [])
     if not hashes or not sources:
